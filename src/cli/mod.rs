@@ -1,0 +1,141 @@
+//! The command line: clap definitions, logging set-up, dispatch, and error
+//! presentation. The one place `anyhow` is used.
+//!
+//! Each subcommand family has its own file and builds the tokio runtime it needs
+//! (see `main.rs` for why `main` does not).
+
+mod config;
+mod connect;
+mod serve;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{CommandFactory, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// sockit: echo, remote exec, FTP, a browser console and more, in one binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sockit",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+#[command(
+    after_help = "Examples:\n  sockit serve                         run every service from the default config\n  sockit connect tcp 127.0.0.1:8080    talk to the echo service"
+)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Less log output (-q warnings only, -qq errors only).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
+    pub quiet: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Serve(serve::ServeArgs),
+    Connect(connect::ConnectArgs),
+    Config(config::ConfigArgs),
+    /// Print a shell completion script.
+    #[command(after_help = "Example:\n  sockit completions bash > /etc/bash_completion.d/sockit")]
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Connect(args) => connect::run(args),
+        Command::Config(args) => config::run(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Sends `tracing` output to stderr: `sockit=info` by default, moved by `-v`/`-q`,
+/// replaced by `RUST_LOG` when that is set.
+pub fn init_logging(verbose: u8, quiet: u8) {
+    let level = match (verbose, quiet) {
+        (0, 0) => "info",
+        (1, _) => "debug",
+        (v, _) if v >= 2 => "trace",
+        (_, 1) => "warn",
+        _ => "error",
+    };
+    let filter = EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,sockit={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// A multi-threaded runtime for the subcommands that serve.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// True when the error is a closed stdout (`sockit connect ... | head`), which
+/// is how pipelines end, not a failure.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The error chain on one line, `what: why: why`, with a hint when one helps.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut line = format!("{err:#}").replace('\n', " ");
+    let hint = err
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<sockit::endpoint::BindError>())
+        .and_then(sockit::endpoint::BindError::hint);
+    if let Some(hint) = hint {
+        line.push_str("; hint: ");
+        line.push_str(&hint);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_has_an_example_in_its_help() {
+        fn check(cmd: &clap::Command, path: &str) {
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                let path = format!("{path} {}", sub.get_name());
+                let help = sub
+                    .get_after_help()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                assert!(help.contains("Example"), "`{path} --help` shows no example");
+                check(sub, &path);
+            }
+        }
+        check(&Cli::command(), "sockit");
+    }
+}

@@ -1,0 +1,144 @@
+//! `sockit serve`: run every enabled service, or one of them alone.
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use sockit::config::{self, FileConfig, Overrides, Settings};
+use sockit::serve::Services;
+use sockit::shutdown::{Drained, Shutdown};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+/// Run every service enabled in the config, or one service alone.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  sockit serve                                 every service, embedded default config\n  sockit serve --bind ::1                      the same on IPv6 loopback\n  sockit serve --config sockit.toml\n  sockit serve echo --tcp 127.0.0.1:9000 --plain"
+)]
+pub struct ServeArgs {
+    /// Configuration file (default: the embedded config, see `sockit config default`).
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// Where keys, users and state live [default: $XDG_DATA_HOME/sockit or ~/.local/share/sockit].
+    #[arg(long, value_name = "DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Listen on this address instead of the config's `serve.bind`.
+    #[arg(long, value_name = "IP", global = true)]
+    bind: Option<IpAddr>,
+    #[command(subcommand)]
+    service: Option<Service>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Service {
+    Echo(EchoArgs),
+}
+
+/// Run the echo service alone (uppercase echo over TCP, UDP and Unix sockets).
+///
+/// With none of --tcp, --udp or --unix, the config's echo endpoints are used.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  sockit serve echo                            TCP and UDP on 127.0.0.1:8080\n  sockit serve echo --tcp [::1]:0              IPv6, a free port (printed)\n  sockit serve echo --unix /tmp/echo.sock --plain"
+)]
+struct EchoArgs {
+    /// Serve TCP on this address, e.g. 127.0.0.1:8080 or [::1]:8080.
+    #[arg(long, value_name = "ADDR")]
+    tcp: Option<SocketAddr>,
+    /// Serve UDP on this address.
+    #[arg(long, value_name = "ADDR")]
+    udp: Option<SocketAddr>,
+    /// Serve a Unix stream socket at this path.
+    #[arg(long, value_name = "PATH")]
+    unix: Option<PathBuf>,
+    /// Echo bytes unchanged instead of upper-casing ASCII letters.
+    #[arg(long)]
+    plain: bool,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let origin = match &args.config {
+        Some(path) => path.display().to_string(),
+        None => "embedded default config".to_owned(),
+    };
+    let file = FileConfig::load(args.config.as_deref())?;
+    let overrides = Overrides { bind: args.bind };
+    let mut settings = file.resolve(&overrides, &origin)?;
+    let data_dir = args.data_dir.unwrap_or_else(config::default_data_dir);
+    if let Some(service) = args.service {
+        settings = only(service, settings, &file, &overrides, &origin)?;
+    }
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+
+    let runtime = super::runtime()?;
+    let result = runtime.block_on(serve(settings));
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
+}
+
+/// Narrows the settings to the one service named on the command line.
+fn only(
+    service: Service,
+    mut settings: Settings,
+    file: &FileConfig,
+    overrides: &Overrides,
+    origin: &str,
+) -> anyhow::Result<Settings> {
+    match service {
+        Service::Echo(echo) => {
+            let mut enabled = file.clone();
+            enabled.echo.enabled = true;
+            let mut resolved = enabled
+                .resolve(overrides, origin)?
+                .echo
+                .expect("echo was just enabled");
+            if echo.tcp.is_some() || echo.udp.is_some() || echo.unix.is_some() {
+                resolved.tcp = echo.tcp;
+                resolved.udp = echo.udp;
+                resolved.unix = echo.unix;
+            }
+            resolved.plain |= echo.plain;
+            settings.echo = Some(resolved);
+        }
+    }
+    Ok(settings)
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let services = Services::bind(&settings).await?;
+    let endpoints = services.endpoints();
+    if endpoints.is_empty() {
+        anyhow::bail!("nothing to serve: every service is disabled in the config");
+    }
+    let mut stdout = std::io::stdout().lock();
+    for endpoint in &endpoints {
+        writeln!(stdout, "{endpoint}")?;
+    }
+    stdout.flush()?;
+    drop(stdout);
+
+    let shutdown = Shutdown::new(settings.grace_period);
+    let running = tokio::spawn(services.run(shutdown.clone()));
+    let signal = tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    };
+    info!(signal, grace = %humantime::format_duration(settings.grace_period), "stopping");
+    match shutdown.drain().await {
+        Drained::Clean => info!("every session finished"),
+        Drained::TimedOut { still_running } => {
+            warn!(
+                still_running,
+                "grace period over; closing the remaining sessions"
+            )
+        }
+    }
+    running.await.context("a service panicked")?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,286 @@
+//! The configuration file: its serde model, the embedded default, and the
+//! resolution into [`Settings`], which is what services run with.
+//!
+//! Files are TOML. Unknown keys and wrong types are errors that name the key and
+//! the line. A user file may be partial: a missing key keeps its default, and the
+//! defaults are exactly the embedded `sockit.toml` (a unit test holds the two
+//! together).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The embedded default configuration, as printed by `sockit config default`.
+pub const DEFAULT_TOML: &str = include_str!("sockit.toml");
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema.
+    #[error("{origin}: line {line}: {message}")]
+    Invalid {
+        origin: String,
+        line: usize,
+        message: String,
+    },
+    /// The file parsed, but a value is out of range.
+    #[error("{origin}: {key}: {message}")]
+    OutOfRange {
+        origin: String,
+        key: &'static str,
+        message: String,
+    },
+}
+
+/// The whole file, as written.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub serve: ServeSection,
+    pub echo: EchoSection,
+}
+
+/// `[serve]`: settings shared by every service.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeSection {
+    pub bind: IpAddr,
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+}
+
+/// `[echo]`: the uppercase echo service.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EchoSection {
+    pub enabled: bool,
+    pub port: u16,
+    pub tcp: bool,
+    pub udp: bool,
+    pub unix_path: PathBuf,
+    pub plain: bool,
+    pub max_connections: usize,
+}
+
+impl Default for ServeSection {
+    fn default() -> Self {
+        ServeSection {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            grace_period: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for EchoSection {
+    fn default() -> Self {
+        EchoSection {
+            enabled: true,
+            port: 8080,
+            tcp: true,
+            udp: true,
+            unix_path: PathBuf::new(),
+            plain: false,
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl FileConfig {
+    /// Parses a configuration text; `origin` names it in errors (a path, or
+    /// "embedded default").
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] with the line and, where it can be found, the key.
+    pub fn parse(text: &str, origin: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|err| {
+            let (line, key) = match err.span() {
+                Some(span) => locate(text, span.start),
+                None => (1, None),
+            };
+            let message = match key {
+                Some(key) if !err.message().contains(&format!("`{key}`")) => {
+                    format!("key `{key}`: {}", err.message())
+                }
+                _ => err.message().to_owned(),
+            };
+            ConfigError::Invalid {
+                origin: origin.to_owned(),
+                line,
+                message: message.replace('\n', " "),
+            }
+        })
+    }
+
+    /// Reads and parses a file, or the embedded default when `path` is `None`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] when the file cannot be read, else as [`FileConfig::parse`].
+    pub fn load(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
+        match path {
+            None => FileConfig::parse(DEFAULT_TOML, "embedded default config"),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                FileConfig::parse(&text, &path.display().to_string())
+            }
+        }
+    }
+}
+
+/// The 1-based line of byte offset `at`, and the key written on that line, if any.
+fn locate(text: &str, at: usize) -> (usize, Option<String>) {
+    let at = at.min(text.len());
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line_no = text[..at].matches('\n').count() + 1;
+    let line_text = text[line_start..].lines().next().unwrap_or("");
+    let key = line_text
+        .split_once('=')
+        .map(|(key, _)| key.trim().trim_matches('"').to_owned())
+        .filter(|key| !key.is_empty() && !key.starts_with('['));
+    (line_no, key)
+}
+
+/// What the services run with: addresses resolved, limits checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub grace_period: Duration,
+    pub echo: Option<EchoSettings>,
+}
+
+/// Resolved echo service settings; `None` fields are not served.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EchoSettings {
+    pub tcp: Option<SocketAddr>,
+    pub udp: Option<SocketAddr>,
+    pub unix: Option<PathBuf>,
+    pub plain: bool,
+    pub max_connections: usize,
+}
+
+/// Overrides given on the command line, which win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--bind IP`: the address for every service.
+    pub bind: Option<IpAddr>,
+}
+
+impl FileConfig {
+    /// Resolves the file and the command-line overrides into [`Settings`].
+    ///
+    /// # Errors
+    /// [`ConfigError::OutOfRange`] for values that parse but cannot work.
+    pub fn resolve(&self, overrides: &Overrides, origin: &str) -> Result<Settings, ConfigError> {
+        let bind = overrides.bind.unwrap_or(self.serve.bind);
+        let out_of_range = |key, message: &str| ConfigError::OutOfRange {
+            origin: origin.to_owned(),
+            key,
+            message: message.to_owned(),
+        };
+        if self.serve.grace_period > Duration::from_secs(3600) {
+            return Err(out_of_range("serve.grace_period", "must be at most 1h"));
+        }
+        if self.echo.max_connections == 0 {
+            return Err(out_of_range("echo.max_connections", "must be at least 1"));
+        }
+        let echo = &self.echo;
+        let echo = echo.enabled.then(|| EchoSettings {
+            tcp: echo.tcp.then_some(SocketAddr::new(bind, echo.port)),
+            udp: echo.udp.then_some(SocketAddr::new(bind, echo.port)),
+            unix: (!echo.unix_path.as_os_str().is_empty()).then(|| echo.unix_path.clone()),
+            plain: echo.plain,
+            max_connections: echo.max_connections,
+        });
+        Ok(Settings {
+            grace_period: self.serve.grace_period,
+            echo,
+        })
+    }
+}
+
+/// The data directory when `--data-dir` is not given: `$XDG_DATA_HOME/sockit`,
+/// else `~/.local/share/sockit`, else `./sockit-data` when there is no home.
+pub fn default_data_dir() -> PathBuf {
+    let from_env = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(xdg) = from_env("XDG_DATA_HOME").filter(|p| p.is_absolute()) {
+        return xdg.join("sockit");
+    }
+    match from_env("HOME") {
+        Some(home) => home.join(".local/share/sockit"),
+        None => PathBuf::from("sockit-data"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_matches_the_built_in_defaults() {
+        let parsed = FileConfig::parse(DEFAULT_TOML, "embedded").unwrap();
+        assert_eq!(parsed, FileConfig::default());
+    }
+
+    #[test]
+    fn a_partial_file_keeps_the_other_defaults() {
+        let parsed = FileConfig::parse("[echo]\nport = 9000\n", "t").unwrap();
+        assert_eq!(parsed.echo.port, 9000);
+        assert!(parsed.echo.udp);
+        assert_eq!(parsed.serve, ServeSection::default());
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_the_line() {
+        let err = FileConfig::parse("[echo]\nport = 1\ncolour = 3\n", "f.toml").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("f.toml: line 3: "), "{text}");
+        assert!(text.contains("colour"), "{text}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_and_the_line() {
+        let err = FileConfig::parse("[serve]\n\nbind = 17\n", "f.toml").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("f.toml: line 3: "), "{text}");
+        assert!(text.contains("`bind`"), "{text}");
+    }
+
+    #[test]
+    fn unknown_section_is_an_error() {
+        let err = FileConfig::parse("[echoo]\nport = 1\n", "f.toml").unwrap_err();
+        assert!(err.to_string().contains("echoo"), "{err}");
+    }
+
+    #[test]
+    fn bind_override_wins_over_the_file() {
+        let file = FileConfig::default();
+        let overrides = Overrides {
+            bind: Some("::1".parse().unwrap()),
+        };
+        let settings = file.resolve(&overrides, "t").unwrap();
+        let echo = settings.echo.unwrap();
+        assert_eq!(echo.tcp, Some("[::1]:8080".parse().unwrap()));
+        assert_eq!(echo.udp, Some("[::1]:8080".parse().unwrap()));
+    }
+
+    #[test]
+    fn disabled_echo_is_not_served() {
+        let file = FileConfig::parse("[echo]\nenabled = false\n", "t").unwrap();
+        let settings = file.resolve(&Overrides::default(), "t").unwrap();
+        assert_eq!(settings.echo, None);
+    }
+}

@@ -1,0 +1,26 @@
+//! sockit: the classic client/server systems of a network-programming course,
+//! built as one Rust toolkit.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML file model, the embedded default, resolution into `Settings`.
+//! - [`shutdown`]: the stop token, task tracker and grace period every service shares.
+//! - [`endpoint`]: binding listening sockets (TCP, UDP, Unix) and naming them.
+//! - [`listener`]: the one accept loop stream services run (connection limit, close log line).
+//! - [`frame`]: the length-prefixed frame codec that puts message boundaries on TCP.
+//! - [`echo`]: the uppercase echo service over TCP, UDP and Unix sockets.
+//! - [`connect`]: the client behind `sockit connect` (prompt loop, `nc`-style pipe).
+//! - [`serve`]: binds and runs every enabled service for `sockit serve`.
+//!
+//! The binary (`src/main.rs`, `src/cli/`) only parses arguments, sets up logging
+//! and a runtime, and presents results; everything a test can drive in-process
+//! lives here.
+
+pub mod config;
+pub mod connect;
+pub mod echo;
+pub mod endpoint;
+pub mod frame;
+pub mod listener;
+pub mod serve;
+pub mod shutdown;

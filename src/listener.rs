@@ -1,0 +1,157 @@
+//! The one accept loop every stream service runs.
+//!
+//! [`run`] takes a bound listener (TCP or Unix), a per-connection handler and a
+//! [`Shutdown`]. For each connection it first takes a permit from a semaphore
+//! sized by the service's connection limit, then accepts, then spawns the handler
+//! on the shutdown's task tracker with the permit moved in, so the limit holds
+//! without any bookkeeping. When the handler returns, the loop logs one line
+//! with the peer, bytes in and out, and the duration.
+//!
+//! Accept errors (EMFILE, ECONNABORTED, ...) are logged and retried after a
+//! doubling pause: they never stop the service and never spin.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::shutdown::Shutdown;
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP peer with its address.
+    Tcp(SocketAddr),
+    /// A Unix-socket peer; such peers are usually unnamed.
+    Unix,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp(addr) => write!(f, "{addr}"),
+            Peer::Unix => f.write_str("unix"),
+        }
+    }
+}
+
+/// A listener the accept loop can drive: TCP or Unix.
+pub trait Accept: Send + 'static {
+    /// The connected stream type.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// Waits for the next connection.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, Peer)>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Stream = TcpStream;
+
+    async fn accept(&self) -> io::Result<(TcpStream, Peer)> {
+        let (stream, addr) = TcpListener::accept(self).await?;
+        // Request/response services answer small messages; Nagle's algorithm would
+        // hold each reply back waiting for the peer's delayed ACK.
+        stream.set_nodelay(true)?;
+        Ok((stream, Peer::Tcp(addr)))
+    }
+}
+
+impl Accept for UnixListener {
+    type Stream = UnixStream;
+
+    async fn accept(&self) -> io::Result<(UnixStream, Peer)> {
+        let (stream, _addr) = UnixListener::accept(self).await?;
+        Ok((stream, Peer::Unix))
+    }
+}
+
+/// Bytes moved over one connection, counted by its handler.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    /// Bytes read from the peer.
+    pub bytes_in: u64,
+    /// Bytes written to the peer.
+    pub bytes_out: u64,
+}
+
+/// How a connection handler ended: what it moved, and whether it failed.
+#[derive(Debug)]
+pub struct Outcome<E> {
+    /// Bytes moved before the end.
+    pub traffic: Traffic,
+    /// `Err` when the session ended on an error (a reset, a protocol violation).
+    pub result: Result<(), E>,
+}
+
+/// Accepts connections until the shutdown is requested.
+///
+/// `service` names the service in log lines; `max_connections` bounds how many
+/// handlers run at once (further peers wait in the kernel's backlog). Each
+/// handler gets the stream, the peer and a clone of the shutdown so it can wind
+/// down when a stop is requested.
+pub async fn run<L, H, F, E>(
+    listener: L,
+    service: &'static str,
+    max_connections: usize,
+    shutdown: Shutdown,
+    handler: H,
+) where
+    L: Accept,
+    H: Fn(L::Stream, Peer, Shutdown) -> F + Send + Sync + 'static,
+    F: Future<Output = Outcome<E>> + Send + 'static,
+    E: fmt::Display + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(max_connections.max(1)));
+    let mut backoff = Duration::ZERO;
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.stopping() => break,
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.stopping() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => {
+                    backoff = Duration::ZERO;
+                    accepted
+                }
+                Err(err) => {
+                    backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                    warn!(service, error = %err, pause_ms = backoff.as_millis() as u64, "accept failed");
+                    tokio::select! {
+                        _ = shutdown.stopping() => break,
+                        _ = tokio::time::sleep(backoff) => continue,
+                    }
+                }
+            },
+        };
+        let span = info_span!("conn", service, %peer);
+        let session = handler(stream, peer, shutdown.clone());
+        shutdown.tracker().spawn(
+            async move {
+                let started = Instant::now();
+                let outcome = session.await;
+                let duration_ms = started.elapsed().as_millis() as u64;
+                let Traffic {
+                    bytes_in,
+                    bytes_out,
+                } = outcome.traffic;
+                match outcome.result {
+                    Ok(()) => info!(bytes_in, bytes_out, duration_ms, "connection closed"),
+                    Err(err) => {
+                        info!(bytes_in, bytes_out, duration_ms, error = %err, "connection closed")
+                    }
+                }
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}

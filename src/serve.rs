@@ -1,0 +1,43 @@
+//! `sockit serve`: bind every enabled service, then run them all until stopped.
+//!
+//! Binding happens first and all at once, so a taken port fails the whole start
+//! before anything is printed or served. [`Services::run`] then serves until the
+//! shared [`Shutdown`] is requested; draining live sessions is the caller's
+//! step ([`Shutdown::drain`]), as the caller owns the signal handling.
+
+use crate::config::Settings;
+use crate::echo::Echo;
+use crate::endpoint::{BindError, Endpoint};
+use crate::shutdown::Shutdown;
+
+/// Every enabled service, bound and ready to run.
+#[derive(Debug)]
+pub struct Services {
+    echo: Option<Echo>,
+}
+
+impl Services {
+    /// Binds the sockets of every service the settings enable.
+    ///
+    /// # Errors
+    /// The first socket that cannot be bound.
+    pub async fn bind(settings: &Settings) -> Result<Services, BindError> {
+        let echo = match &settings.echo {
+            Some(echo) => Some(Echo::bind(echo).await?),
+            None => None,
+        };
+        Ok(Services { echo })
+    }
+
+    /// One line per listening socket, in start order.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.echo.iter().flat_map(Echo::endpoints).collect()
+    }
+
+    /// Runs every service until `shutdown` is requested.
+    pub async fn run(self, shutdown: Shutdown) {
+        if let Some(echo) = self.echo {
+            echo.run(shutdown).await;
+        }
+    }
+}
