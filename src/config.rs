@@ -154,6 +154,8 @@ fn locate(text: &str, at: usize) -> (usize, Option<String>) {
 /// What the services run with: addresses resolved, limits checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    /// Where keys, users and other state live (created by `sockit serve`).
+    pub data_dir: PathBuf,
     pub grace_period: Duration,
     pub echo: Option<EchoSettings>,
 }
@@ -173,6 +175,8 @@ pub struct EchoSettings {
 pub struct Overrides {
     /// `--bind IP`: the address for every service.
     pub bind: Option<IpAddr>,
+    /// `--data-dir DIR`.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -202,6 +206,7 @@ impl FileConfig {
             max_connections: echo.max_connections,
         });
         Ok(Settings {
+            data_dir: overrides.data_dir.clone().unwrap_or_else(default_data_dir),
             grace_period: self.serve.grace_period,
             echo,
         })
@@ -270,6 +275,7 @@ mod tests {
         let file = FileConfig::default();
         let overrides = Overrides {
             bind: Some("::1".parse().unwrap()),
+            ..Overrides::default()
         };
         let settings = file.resolve(&overrides, "t").unwrap();
         let echo = settings.echo.unwrap();

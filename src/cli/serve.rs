@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use sockit::config::{self, FileConfig, Overrides, Settings};
+use sockit::config::{FileConfig, Overrides, Settings};
 use sockit::serve::Services;
 use sockit::shutdown::{Drained, Shutdown};
 use tokio::signal::unix::{SignalKind, signal};
@@ -65,14 +65,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => "embedded default config".to_owned(),
     };
     let file = FileConfig::load(args.config.as_deref())?;
-    let overrides = Overrides { bind: args.bind };
+    let overrides = Overrides {
+        bind: args.bind,
+        data_dir: args.data_dir,
+    };
     let mut settings = file.resolve(&overrides, &origin)?;
-    let data_dir = args.data_dir.unwrap_or_else(config::default_data_dir);
     if let Some(service) = args.service {
         settings = only(service, settings, &file, &overrides, &origin)?;
     }
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", settings.data_dir.display()))?;
 
     let runtime = super::runtime()?;
     let result = runtime.block_on(serve(settings));
