@@ -93,10 +93,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// True when the error is a closed stdout (`sockit connect ... | head`), which
 /// is how pipelines end, not a failure.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    let broken = |io: &std::io::Error| io.kind() == std::io::ErrorKind::BrokenPipe;
     err.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        cause.downcast_ref::<std::io::Error>().is_some_and(broken)
+            || matches!(cause.downcast_ref(), Some(sockit::connect::ConnectError::Io(io)) if broken(io))
     })
 }
 

@@ -1,0 +1,537 @@
+//! The `sockit` binary as a user runs it: the CLI contract, `sockit serve`,
+//! `sockit connect` on a pipe and on a terminal, shutdown on SIGTERM, and
+//! interop with the course's own Python clients and servers.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use support::{BIN, PATIENCE, ServeProcess, run_sockit};
+
+fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn version_and_help_work() {
+    let version = run_sockit(&["--version"], b"");
+    assert!(version.status.success());
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("sockit "));
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["serve", "echo", "--help"],
+        &["connect", "--help"],
+    ] {
+        let help = run_sockit(args, b"");
+        assert!(help.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&help.stdout).contains("Example"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let output = run_sockit(&["serve", "--no-such-flag"], b"");
+    assert_eq!(output.status.code(), Some(2));
+    let output = run_sockit(&["connect", "carrier-pigeon", "x"], b"");
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn completions_are_generated_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = run_sockit(&["completions", shell], b"");
+        assert!(output.status.success(), "{shell}");
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("connect"),
+            "{shell}"
+        );
+    }
+}
+
+#[test]
+fn config_default_prints_a_config_that_checks() {
+    let output = run_sockit(&["config", "default"], b"");
+    assert!(output.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sockit.toml");
+    std::fs::write(&file, &output.stdout).unwrap();
+    let check = run_sockit(&["config", "check", file.to_str().unwrap()], b"");
+    assert!(check.status.success(), "{}", stderr_of(&check));
+}
+
+#[test]
+fn a_config_error_is_one_line_naming_the_key_and_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[echo]\nport = 9000\nprot = 1\n").unwrap();
+    let file = file.to_str().unwrap();
+    let output = run_sockit(&["serve", "--config", file, "--data-dir", file], b"");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = stderr_of(&output);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("sockit: "), "{stderr}");
+    assert!(
+        stderr.contains("line 3") && stderr.contains("prot"),
+        "{stderr}"
+    );
+
+    std::fs::write(dir.path().join("bad.toml"), "[echo]\nport = \"eighty\"\n").unwrap();
+    let output = run_sockit(&["config", "check", file], b"");
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains("line 2") && stderr.contains("`port`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_with_port_8080_taken_names_the_service_the_port_and_the_flag() {
+    // Hold 8080 ourselves; if another program already holds it, it is taken all the same.
+    let _holder = TcpListener::bind("127.0.0.1:8080");
+    let data = tempfile::tempdir().unwrap();
+    let output = run_sockit(&["serve", "--data-dir", data.path().to_str().unwrap()], b"");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = stderr_of(&output);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let line = stderr.trim_end();
+    assert!(line.starts_with("sockit: echo: "), "{line}");
+    assert!(line.contains("port 8080"), "{line}");
+    assert!(
+        line.contains("--tcp") && line.contains("echo.port"),
+        "{line}"
+    );
+}
+
+#[test]
+fn serve_runs_from_a_config_and_connect_pipes_like_nc() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sockit.toml");
+    let sock = dir.path().join("echo.sock");
+    std::fs::write(
+        &config,
+        format!(
+            "[echo]\nport = 0\nunix_path = {:?}\n",
+            sock.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let server = ServeProcess::start(
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        3,
+    );
+    let tcp = server.address("echo", "tcp");
+    let output = run_sockit(&["connect", "tcp", &tcp], b"hello\nworld\n");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(output.stdout, b"HELLO\nWORLD\n");
+
+    let binary: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    let output = run_sockit(&["connect", "unix", sock.to_str().unwrap()], &binary);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert!(
+        output.stdout == binary.to_ascii_uppercase(),
+        "unix pipe mangled bytes"
+    );
+
+    let udp = server.address("echo", "udp");
+    let output = run_sockit(&["connect", "udp", &udp], b"one\ntwo\n");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(output.stdout, b"ONE\nTWO\n");
+}
+
+#[test]
+fn connect_over_ipv6_and_by_host_name() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServeProcess::start(
+        &[
+            "serve",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "echo",
+            "--tcp",
+            "[::1]:0",
+        ],
+        1,
+    );
+    let addr = server.address("echo", "tcp");
+    assert!(addr.starts_with("[::1]:"), "{addr}");
+    let output = run_sockit(&["connect", "tcp", &addr], b"six\n");
+    assert_eq!(output.stdout, b"SIX\n", "{}", stderr_of(&output));
+
+    let v4 = ServeProcess::start(
+        &[
+            "serve",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "echo",
+            "--tcp",
+            "127.0.0.1:0",
+        ],
+        1,
+    );
+    let port = v4
+        .address("echo", "tcp")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let output = run_sockit(
+        &["connect", "tcp", &format!("localhost:{port}")],
+        b"named\n",
+    );
+    assert_eq!(output.stdout, b"NAMED\n", "{}", stderr_of(&output));
+}
+
+#[test]
+fn udp_connect_without_a_server_says_so_and_fails() {
+    // A bound socket that never answers: the datagram is accepted and ignored.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let output = run_sockit(
+        &["connect", "udp", &addr, "--timeout", "300ms"],
+        b"anyone?\n",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains("no reply from") && stderr.contains("300ms"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn connect_refused_is_a_one_line_error() {
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let output = run_sockit(&["connect", "tcp", &addr], b"");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = stderr_of(&output);
+    assert_eq!(stderr.lines().count(), 1);
+    assert!(
+        stderr.starts_with(&format!("sockit: cannot connect to {addr}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn connect_into_a_closed_pipe_exits_cleanly() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServeProcess::start(
+        &[
+            "serve",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "echo",
+            "--tcp",
+            "127.0.0.1:0",
+        ],
+        1,
+    );
+    let addr = server.address("echo", "tcp");
+    // Like `yes | sockit connect tcp ADDR | head -c 10`.
+    let mut child = Command::new(BIN)
+        .args(["connect", "tcp", &addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let line = b"y\n".repeat(1000);
+        for _ in 0..10_000 {
+            if stdin.write_all(&line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut first = [0u8; 10];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    assert_eq!(&first, b"Y\nY\nY\nY\nY\n");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+}
+
+/// Opens a pseudo-terminal; returns (controller, terminal) ends.
+fn open_pty() -> (OwnedFd, OwnedFd) {
+    let (mut controller, mut terminal) = (0, 0);
+    // SAFETY: openpty writes two fds into the provided ints; the other pointer
+    // arguments may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut controller,
+            &mut terminal,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty");
+    // SAFETY: both fds were just returned by openpty and are owned by nobody else.
+    unsafe {
+        (
+            OwnedFd::from_raw_fd(controller),
+            OwnedFd::from_raw_fd(terminal),
+        )
+    }
+}
+
+#[test]
+fn on_a_terminal_connect_is_the_course_client() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServeProcess::start(
+        &[
+            "serve",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "echo",
+            "--tcp",
+            "127.0.0.1:0",
+        ],
+        1,
+    );
+    let addr = server.address("echo", "tcp");
+    let (controller, terminal) = open_pty();
+    let mut child = Command::new(BIN)
+        .args(["connect", "tcp", &addr])
+        .stdin(Stdio::from(terminal.try_clone().unwrap()))
+        .stdout(Stdio::from(terminal.try_clone().unwrap()))
+        .stderr(Stdio::from(terminal))
+        .spawn()
+        .unwrap();
+    let mut to_terminal = std::fs::File::from(controller.try_clone().unwrap());
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let mut from_terminal = std::fs::File::from(controller);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = from_terminal.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut screen = String::new();
+    let wait_for = |needle: &str, screen: &mut String| {
+        while !screen.contains(needle) {
+            let chunk = rx
+                .recv_timeout(PATIENCE)
+                .unwrap_or_else(|_| panic!("no {needle:?} on the terminal; it shows {screen:?}"));
+            screen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    wait_for(">> ", &mut screen);
+    to_terminal.write_all(b"hello\n").unwrap();
+    wait_for("HELLO", &mut screen);
+    to_terminal.write_all(b"\n").unwrap();
+    to_terminal.write_all(b"q\n").unwrap();
+    let (status_tx, status_rx) = mpsc::channel();
+    std::thread::spawn(move || status_tx.send(child.wait()));
+    let status = status_rx
+        .recv_timeout(PATIENCE)
+        .expect("connect quits on q")
+        .unwrap();
+    assert!(status.success(), "{screen}");
+    // Closing the controller only now: closing it earlier would hang up the
+    // terminal under the client.
+    drop(to_terminal);
+}
+
+#[test]
+fn sigterm_with_50_busy_clients_exits_0_and_every_byte_read_was_echoed() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = ServeProcess::start(
+        &[
+            "serve",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "echo",
+            "--tcp",
+            "127.0.0.1:0",
+        ],
+        1,
+    );
+    let addr: SocketAddr = server.address("echo", "tcp").parse().unwrap();
+    let (started_tx, started_rx) = mpsc::channel();
+    let clients: Vec<_> = (0..50)
+        .map(|client| {
+            let started = started_tx.clone();
+            std::thread::spawn(move || busy_client(addr, client, started))
+        })
+        .collect();
+    for _ in 0..50 {
+        started_rx
+            .recv_timeout(PATIENCE)
+            .expect("every client got a first reply");
+    }
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(5) + PATIENCE / 6);
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+
+    let log = server.stderr();
+    for client in clients {
+        let (port, sent, received) = client.join().unwrap();
+        assert!(!received.is_empty());
+        assert!(
+            received == sent[..received.len()].to_ascii_uppercase(),
+            "client on port {port}: the reply is not the upper-cased prefix of what it sent"
+        );
+        // The server's own count for this connection: all it read, it wrote back.
+        let line = log
+            .lines()
+            .find(|l| {
+                l.contains(&format!("peer=127.0.0.1:{port}}}")) && l.contains("connection closed")
+            })
+            .unwrap_or_else(|| panic!("no close line for port {port} in:\n{log}"));
+        let field = |name: &str| -> usize {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(field("bytes_in"), field("bytes_out"), "{line}");
+        assert_eq!(field("bytes_out"), received.len(), "{line}");
+    }
+}
+
+/// Sends continuously while reading replies, until the server ends the
+/// connection; returns (local port, bytes sent, bytes received).
+fn busy_client(addr: SocketAddr, client: u8, started: mpsc::Sender<()>) -> (u16, Vec<u8>, Vec<u8>) {
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    let port = stream.local_addr().unwrap().port();
+    let mut reader = stream.try_clone().unwrap();
+    let mut writer = stream;
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let sending = std::thread::spawn(move || {
+        let mut sent = Vec::new();
+        let mut n: u32 = 0;
+        // Bounded: at most 64 MiB per client, far more than the test needs.
+        while sent.len() < 64 << 20 && done_rx.try_recv().is_err() {
+            let chunk = format!("client {client} chunk {n};")
+                .repeat(20)
+                .into_bytes();
+            if writer.write_all(&chunk).is_err() {
+                break;
+            }
+            sent.extend_from_slice(&chunk);
+            n += 1;
+        }
+        let _ = writer.shutdown(std::net::Shutdown::Write);
+        sent
+    });
+    let mut received = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let mut announced = false;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+        }
+        if !announced {
+            announced = true;
+            started.send(()).unwrap();
+        }
+    }
+    let _ = done_tx.send(());
+    (port, sending.join().unwrap(), received)
+}
+
+fn python_peer(script: &str) -> Command {
+    let mut command = Command::new("python3");
+    command.arg(format!(
+        "{}/tests/peers/{script}",
+        env!("CARGO_MANIFEST_DIR")
+    ));
+    command
+}
+
+#[test]
+fn the_course_python_clients_talk_to_sockit() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServeProcess::start(
+        &[
+            "serve",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "echo",
+            "--tcp",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+        ],
+        2,
+    );
+    for (script, protocol) in [
+        ("course_tcp_client.py", "tcp"),
+        ("course_udp_client.py", "udp"),
+    ] {
+        let addr: SocketAddr = server.address("echo", protocol).parse().unwrap();
+        let mut child = python_peer(script)
+            .args([addr.ip().to_string(), addr.port().to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 is installed (scripts/test installs it)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all("hello\n\nsocket 世界\nq\nnot sent\n".as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{script}: {}", stderr_of(&output));
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "HELLO\nSOCKET 世界\n",
+            "{script}"
+        );
+    }
+}
+
+#[test]
+fn sockit_connect_talks_to_the_course_python_servers() {
+    for (script, protocol) in [
+        ("course_tcp_server.py", "tcp"),
+        ("course_udp_server.py", "udp"),
+    ] {
+        let mut server = python_peer(script)
+            .arg("0")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 is installed (scripts/test installs it)");
+        let mut port = String::new();
+        BufReader::new(server.stdout.take().unwrap())
+            .read_line(&mut port)
+            .unwrap();
+        let addr = format!("127.0.0.1:{}", port.trim());
+        let output = run_sockit(&["connect", protocol, &addr], b"hello\nsockets\n");
+        let _ = server.kill();
+        let _ = server.wait();
+        assert!(output.status.success(), "{script}: {}", stderr_of(&output));
+        assert_eq!(output.stdout, b"HELLO\nSOCKETS\n", "{script}");
+    }
+}

@@ -1,0 +1,185 @@
+//! Helpers shared by the integration tests: starting the real `sockit` binary
+//! and learning its endpoints from the lines it prints, plus bounded waits.
+//!
+//! Each test binary compiles this module and uses a different part of it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_sockit");
+
+/// How long any single wait in a test may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Awaits `future`, failing the test if it takes longer than [`PATIENCE`].
+pub async fn bounded<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(PATIENCE, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("{what}: no result within {PATIENCE:?}"),
+    }
+}
+
+/// One `service  protocol  address` line printed by `sockit serve`.
+#[derive(Debug, Clone)]
+pub struct PrintedEndpoint {
+    pub service: String,
+    pub protocol: String,
+    pub address: String,
+}
+
+/// A `sockit serve ...` child process, killed when dropped.
+pub struct ServeProcess {
+    child: Option<Child>,
+    pid: i32,
+    pub endpoints: Vec<PrintedEndpoint>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl ServeProcess {
+    /// Starts `sockit` with `args` and waits until it has printed `lines`
+    /// endpoint lines (its readiness signal: each is printed after binding).
+    pub fn start(args: &[&str], lines: usize) -> ServeProcess {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the sockit binary starts");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().expect("piped stderr");
+        let collected = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                collected
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        let out_pipe = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out_pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut process = ServeProcess {
+            pid: child.id() as i32,
+            child: Some(child),
+            endpoints: Vec::new(),
+            stderr,
+        };
+        let deadline = Instant::now() + PATIENCE;
+        while process.endpoints.len() < lines {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => panic!(
+                    "sockit {args:?} printed {} of {lines} endpoint lines; stderr:\n{}",
+                    process.endpoints.len(),
+                    process.stderr()
+                ),
+            };
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(fields.len(), 3, "unexpected endpoint line {line:?}");
+            process.endpoints.push(PrintedEndpoint {
+                service: fields[0].to_owned(),
+                protocol: fields[1].to_owned(),
+                address: fields[2].to_owned(),
+            });
+        }
+        process
+    }
+
+    /// The address printed for `service` over `protocol`.
+    pub fn address(&self, service: &str, protocol: &str) -> String {
+        self.endpoints
+            .iter()
+            .find(|e| e.service == service && e.protocol == protocol)
+            .unwrap_or_else(|| panic!("no {service} {protocol} endpoint in {:?}", self.endpoints))
+            .address
+            .clone()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety concerns.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
+    }
+
+    /// Waits for the process to exit, failing the test after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let mut child = self
+            .child
+            .take()
+            .expect("the process was not waited for yet");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(limit) {
+            Ok(status) => status.expect("wait for sockit"),
+            Err(_) => {
+                // SAFETY: kill(2) on our own child's pid.
+                unsafe { libc::kill(self.pid, libc::SIGKILL) };
+                panic!(
+                    "sockit did not exit within {limit:?}; stderr:\n{}",
+                    self.stderr()
+                )
+            }
+        }
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `sockit` with `args` to completion, with `stdin` as its input.
+pub fn run_sockit(args: &[&str], stdin: &[u8]) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the sockit binary starts");
+    let mut input = child.stdin.take().expect("piped stdin");
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = input.write_all(&stdin);
+    });
+    let output = child.wait_with_output().expect("sockit runs");
+    writer.join().unwrap();
+    output
+}
