@@ -12,7 +12,6 @@
 //! and waits, up to a timeout, for its reply.
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{
@@ -26,8 +25,11 @@ use crate::listener::Traffic;
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// No reply came within the timeout.
-    #[error("no reply from {peer} within {}", humantime::format_duration(*.timeout))]
-    NoReply { peer: String, timeout: Duration },
+    #[error("no reply within {}", humantime::format_duration(*.timeout))]
+    NoReply { timeout: Duration },
+    /// The peer's host answered that nothing listens on that UDP port.
+    #[error("nothing listens on that port (ICMP port unreachable)")]
+    PortUnreachable,
     /// The server closed the connection.
     #[error("the server closed the connection")]
     Closed,
@@ -135,18 +137,18 @@ where
     }
 }
 
-/// Sends each line of `input` as one datagram to `socket`'s peer and writes
+/// Sends each line of `input` as one datagram to the connected `socket`'s peer and writes
 /// each reply as a line to `output`.
 ///
 /// With `interactive`, a prompt is shown, empty lines are skipped, `q` quits and
 /// a missing reply is reported without ending the session; otherwise every line
-/// is sent and a missing reply ends it with [`ConnectError::NoReply`].
+/// is sent and a missing reply ends it with [`ConnectError::NoReply`] or
+/// [`ConnectError::PortUnreachable`].
 ///
 /// # Errors
 /// As above, and any socket or output error.
 pub async fn datagram_lines<I, O>(
     socket: &UdpSocket,
-    peer: SocketAddr,
     input: I,
     mut output: O,
     reply_timeout: Duration,
@@ -173,25 +175,29 @@ where
                 _ => {}
             }
         }
-        socket.send(line.as_bytes()).await?;
-        match tokio::time::timeout(reply_timeout, socket.recv(&mut reply)).await {
-            Ok(received) => {
-                let len = received?;
+        let outcome = match socket.send(line.as_bytes()).await {
+            Ok(_) => tokio::time::timeout(reply_timeout, socket.recv(&mut reply)).await,
+            Err(err) => Ok(Err(err)),
+        };
+        let err = match outcome {
+            Ok(Ok(len)) => {
                 output.write_all(&reply[..len]).await?;
                 output.write_all(b"\n").await?;
                 output.flush().await?;
+                continue;
             }
-            Err(_) => {
-                let err = ConnectError::NoReply {
-                    peer: peer.to_string(),
-                    timeout: reply_timeout,
-                };
-                if !interactive {
-                    return Err(err);
-                }
-                output.write_all(format!("{err}\n").as_bytes()).await?;
+            Ok(Err(err)) if err.kind() == io::ErrorKind::ConnectionRefused => {
+                ConnectError::PortUnreachable
             }
+            Ok(Err(err)) => return Err(err.into()),
+            Err(_) => ConnectError::NoReply {
+                timeout: reply_timeout,
+            },
+        };
+        if !interactive {
+            return Err(err);
         }
+        output.write_all(format!("{err}\n").as_bytes()).await?;
     }
 }
 

@@ -208,9 +208,23 @@ fn udp_connect_without_a_server_says_so_and_fails() {
     );
     assert_eq!(output.status.code(), Some(1));
     let stderr = stderr_of(&output);
-    assert!(
-        stderr.contains("no reply from") && stderr.contains("300ms"),
-        "{stderr}"
+    assert_eq!(
+        stderr.trim_end(),
+        format!("sockit: udp {addr}: no reply within 300ms")
+    );
+}
+
+#[test]
+fn udp_connect_to_a_closed_port_says_nothing_listens() {
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let output = run_sockit(&["connect", "udp", &addr], b"anyone?\n");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = stderr_of(&output);
+    assert_eq!(
+        stderr.trim_end(),
+        format!("sockit: udp {addr}: nothing listens on that port (ICMP port unreachable)")
     );
 }
 

@@ -84,7 +84,6 @@ async fn talk(args: ConnectArgs) -> anyhow::Result<()> {
             let stdin = BufReader::new(tokio::io::stdin());
             connect::datagram_lines(
                 &socket,
-                peer,
                 stdin,
                 tokio::io::stdout(),
                 args.timeout,
