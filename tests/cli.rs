@@ -549,3 +549,33 @@ fn sockit_connect_talks_to_the_course_python_servers() {
         assert_eq!(output.stdout, b"HELLO\nSOCKETS\n", "{script}");
     }
 }
+
+/// Connects once to a fresh `sockit serve echo` started with `args` and
+/// `rust_log`, stops it, and returns its stderr.
+fn log_of_one_connection(args: &[&str], rust_log: Option<&str>) -> String {
+    let data = tempfile::tempdir().unwrap();
+    let mut all = vec!["serve", "--data-dir", data.path().to_str().unwrap()];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["echo", "--tcp", "127.0.0.1:0"]);
+    let env: Vec<(&str, &str)> = rust_log.map(|f| ("RUST_LOG", f)).into_iter().collect();
+    let mut server = ServeProcess::start_with_env(&all, &env, 1);
+    let output = run_sockit(&["connect", "tcp", &server.address("echo", "tcp")], b"x\n");
+    assert!(output.status.success());
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit(PATIENCE).code(), Some(0));
+    server.stderr()
+}
+
+#[test]
+fn verbosity_flags_and_rust_log_change_the_log() {
+    let normal = log_of_one_connection(&[], None);
+    assert!(normal.contains("connection closed"), "{normal}");
+    assert!(!normal.contains("DEBUG"), "{normal}");
+    let quiet = log_of_one_connection(&["-q"], None);
+    assert!(!quiet.contains("connection closed"), "{quiet}");
+    let verbose = log_of_one_connection(&["-v"], Some("sockit=error"));
+    assert!(
+        !verbose.contains("connection closed"),
+        "RUST_LOG wins: {verbose}"
+    );
+}

@@ -44,9 +44,15 @@ impl ServeProcess {
     /// Starts `sockit` with `args` and waits until it has printed `lines`
     /// endpoint lines (its readiness signal: each is printed after binding).
     pub fn start(args: &[&str], lines: usize) -> ServeProcess {
+        ServeProcess::start_with_env(args, &[], lines)
+    }
+
+    /// As [`ServeProcess::start`], with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)], lines: usize) -> ServeProcess {
         let mut child = Command::new(BIN)
             .args(args)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
