@@ -10,6 +10,7 @@
 //! - [`frame`]: the length-prefixed frame codec that puts message boundaries on TCP.
 //! - [`echo`]: the uppercase echo service over TCP, UDP and Unix sockets.
 //! - [`connect`]: the client behind `sockit connect` (prompt loop, `nc`-style pipe).
+//! - [`stats`]: live per-service counters and recent events, for the HTTP console.
 //! - [`serve`]: binds and runs every enabled service for `sockit serve`.
 //!
 //! The binary (`src/main.rs`, `src/cli/`) only parses arguments, sets up logging
@@ -24,3 +25,4 @@ pub mod frame;
 pub mod listener;
 pub mod serve;
 pub mod shutdown;
+pub mod stats;

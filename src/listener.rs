@@ -7,6 +7,10 @@
 //! without any bookkeeping. When the handler returns, the loop logs one line
 //! with the peer, bytes in and out, and the duration.
 //!
+//! It also keeps the service's counters in [`crate::stats`] (connections open
+//! and total, bytes, sessions that ended in an error) and records a
+//! "connection" event per closed connection.
+//!
 //! Accept errors (EMFILE, ECONNABORTED, ...) are logged and retried after a
 //! doubling pause: they never stop the service and never spin.
 
@@ -15,6 +19,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -23,6 +28,7 @@ use tokio::sync::Semaphore;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::shutdown::Shutdown;
+use crate::stats::{self, ServiceStats};
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +115,7 @@ pub async fn run<L, H, F, E>(
     E: fmt::Display + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
+    let counters = stats::service(service);
     let mut backoff = Duration::ZERO;
     loop {
         let permit = tokio::select! {
@@ -133,11 +140,28 @@ pub async fn run<L, H, F, E>(
             },
         };
         let span = info_span!("conn", service, %peer);
-        let session = handler(stream, peer, shutdown.clone());
+        ServiceStats::add(&counters.connections_open, 1);
+        ServiceStats::add(&counters.connections_total, 1);
+        let counters = counters.clone();
+        let session = handler(stream, peer.clone(), shutdown.clone());
         shutdown.tracker().spawn(
             async move {
                 let started = Instant::now();
                 let outcome = session.await;
+                counters.connections_open.fetch_sub(1, Ordering::Relaxed);
+                ServiceStats::add(&counters.bytes_in, outcome.traffic.bytes_in);
+                ServiceStats::add(&counters.bytes_out, outcome.traffic.bytes_out);
+                if outcome.result.is_err() {
+                    ServiceStats::add(&counters.errors, 1);
+                }
+                stats::record(
+                    service,
+                    "connection",
+                    format!(
+                        "{peer}: {} bytes in, {} bytes out",
+                        outcome.traffic.bytes_in, outcome.traffic.bytes_out
+                    ),
+                );
                 let duration_ms = started.elapsed().as_millis() as u64;
                 let Traffic {
                     bytes_in,

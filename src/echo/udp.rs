@@ -11,6 +11,7 @@ use tracing::debug;
 
 use super::Transform;
 use crate::shutdown::Shutdown;
+use crate::stats::{self, ServiceStats};
 
 /// Room for the largest UDP payload IPv6 can carry.
 const MAX_DATAGRAM: usize = 65_536;
@@ -18,6 +19,8 @@ const MAX_DATAGRAM: usize = 65_536;
 /// Answers datagrams on `socket` until shutdown.
 pub async fn run(socket: UdpSocket, transform: Transform, shutdown: Shutdown) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let counters = stats::service("echo");
+    let datagrams = stats::counter("sockit_udp_datagrams_total", &[("service", "echo")]);
     loop {
         let received = tokio::select! {
             _ = shutdown.stopping() => return,
@@ -30,9 +33,15 @@ pub async fn run(socket: UdpSocket, transform: Transform, shutdown: Shutdown) {
                 continue;
             }
         };
+        ServiceStats::add(&counters.bytes_in, len as u64);
+        ServiceStats::add(&datagrams, 1);
         transform.apply(&mut buf[..len]);
-        if let Err(err) = socket.send_to(&buf[..len], peer).await {
-            debug!(%peer, error = %err, "udp reply failed");
+        match socket.send_to(&buf[..len], peer).await {
+            Ok(sent) => ServiceStats::add(&counters.bytes_out, sent as u64),
+            Err(err) => {
+                ServiceStats::add(&counters.errors, 1);
+                debug!(%peer, error = %err, "udp reply failed");
+            }
         }
     }
 }
