@@ -47,6 +47,7 @@ pub enum ConfigError {
 pub struct FileConfig {
     pub serve: ServeSection,
     pub echo: EchoSection,
+    pub http: HttpSection,
 }
 
 /// `[serve]`: settings shared by every service.
@@ -69,6 +70,25 @@ pub struct EchoSection {
     pub unix_path: PathBuf,
     pub plain: bool,
     pub max_connections: usize,
+}
+
+/// `[http]`: the browser console.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    pub enabled: bool,
+    pub port: u16,
+    pub max_connections: usize,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            enabled: true,
+            port: 8000,
+            max_connections: 1000,
+        }
+    }
 }
 
 impl Default for ServeSection {
@@ -158,6 +178,14 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub grace_period: Duration,
     pub echo: Option<EchoSettings>,
+    pub http: Option<HttpSettings>,
+}
+
+/// Resolved HTTP console settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    pub addr: SocketAddr,
+    pub max_connections: usize,
 }
 
 /// Resolved echo service settings; `None` fields are not served.
@@ -197,6 +225,13 @@ impl FileConfig {
         if self.echo.max_connections == 0 {
             return Err(out_of_range("echo.max_connections", "must be at least 1"));
         }
+        if self.http.max_connections == 0 {
+            return Err(out_of_range("http.max_connections", "must be at least 1"));
+        }
+        let http = self.http.enabled.then(|| HttpSettings {
+            addr: SocketAddr::new(bind, self.http.port),
+            max_connections: self.http.max_connections,
+        });
         let echo = &self.echo;
         let echo = echo.enabled.then(|| EchoSettings {
             tcp: echo.tcp.then_some(SocketAddr::new(bind, echo.port)),
@@ -209,6 +244,7 @@ impl FileConfig {
             data_dir: overrides.data_dir.clone().unwrap_or_else(default_data_dir),
             grace_period: self.serve.grace_period,
             echo,
+            http,
         })
     }
 }

@@ -9,6 +9,7 @@
 //! - [`listener`]: the one accept loop stream services run (connection limit, close log line).
 //! - [`frame`]: the length-prefixed frame codec that puts message boundaries on TCP.
 //! - [`echo`]: the uppercase echo service over TCP, UDP and Unix sockets.
+//! - [`http`]: the browser console: Hello World, health, metrics, live dashboard.
 //! - [`connect`]: the client behind `sockit connect` (prompt loop, `nc`-style pipe).
 //! - [`stats`]: live per-service counters and recent events, for the HTTP console.
 //! - [`serve`]: binds and runs every enabled service for `sockit serve`.
@@ -22,6 +23,7 @@ pub mod connect;
 pub mod echo;
 pub mod endpoint;
 pub mod frame;
+pub mod http;
 pub mod listener;
 pub mod serve;
 pub mod shutdown;

@@ -18,11 +18,13 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tracing::{Instrument, info, info_span, warn};
@@ -85,6 +87,104 @@ pub struct Traffic {
     pub bytes_in: u64,
     /// Bytes written to the peer.
     pub bytes_out: u64,
+}
+
+/// A stream that counts the bytes read from and written to it, for handlers
+/// that hand their stream to a library (hyper, TLS) and so cannot count
+/// themselves.
+#[derive(Debug)]
+pub struct Counted<S> {
+    inner: S,
+    traffic: Arc<CountedTraffic>,
+}
+
+/// The shared counters of a [`Counted`] stream.
+#[derive(Debug, Default)]
+pub struct CountedTraffic {
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl CountedTraffic {
+    /// The bytes moved so far.
+    pub fn traffic(&self) -> Traffic {
+        Traffic {
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl<S> Counted<S> {
+    /// Wraps `inner`; the returned counters stay readable after the stream is gone.
+    pub fn new(inner: S) -> (Counted<S>, Arc<CountedTraffic>) {
+        let traffic = Arc::new(CountedTraffic::default());
+        (
+            Counted {
+                inner,
+                traffic: traffic.clone(),
+            },
+            traffic,
+        )
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        self.traffic
+            .bytes_in
+            .fetch_add(read as u64, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = polled {
+            self.traffic
+                .bytes_out
+                .fetch_add(written as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(written)) = polled {
+            self.traffic
+                .bytes_out
+                .fetch_add(written as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// How a connection handler ended: what it moved, and whether it failed.

@@ -8,12 +8,14 @@
 use crate::config::Settings;
 use crate::echo::Echo;
 use crate::endpoint::{BindError, Endpoint};
+use crate::http::{self, AppState, Http};
 use crate::shutdown::Shutdown;
 
 /// Every enabled service, bound and ready to run.
 #[derive(Debug)]
 pub struct Services {
     echo: Option<Echo>,
+    http: Option<Http>,
 }
 
 impl Services {
@@ -26,18 +28,31 @@ impl Services {
             Some(echo) => Some(Echo::bind(echo).await?),
             None => None,
         };
-        Ok(Services { echo })
+        let http = match &settings.http {
+            Some(http) => Some(Http::bind(http).await?),
+            None => None,
+        };
+        Ok(Services { echo, http })
     }
 
     /// One line per listening socket, in start order.
     pub fn endpoints(&self) -> Vec<Endpoint> {
-        self.echo.iter().flat_map(Echo::endpoints).collect()
+        let echo = self.echo.iter().flat_map(Echo::endpoints);
+        let http = self.http.iter().flat_map(Http::endpoints);
+        echo.chain(http).collect()
     }
 
     /// Runs every service until `shutdown` is requested.
     pub async fn run(self, shutdown: Shutdown) {
+        let endpoints = self.endpoints();
+        let mut running = tokio::task::JoinSet::new();
         if let Some(echo) = self.echo {
-            echo.run(shutdown).await;
+            running.spawn(echo.run(shutdown.clone()));
         }
+        if let Some(server) = self.http {
+            let app = http::router(AppState::new(&endpoints, shutdown.clone()));
+            running.spawn(server.run(app, shutdown.clone()));
+        }
+        while running.join_next().await.is_some() {}
     }
 }

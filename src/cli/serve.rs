@@ -35,6 +35,18 @@ pub struct ServeArgs {
 #[derive(Debug, Subcommand)]
 enum Service {
     Echo(EchoArgs),
+    Http(HttpArgs),
+}
+
+/// Run the browser console alone: /hello, /healthz, /metrics and the dashboard.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  sockit serve http                            on 127.0.0.1:8000\n  sockit serve http --addr [::1]:8080\n  curl http://127.0.0.1:8000/hello             prints: Hello, World"
+)]
+struct HttpArgs {
+    /// Listen on this address instead of the config's.
+    #[arg(long, value_name = "ADDR")]
+    addr: Option<SocketAddr>,
 }
 
 /// Run the echo service alone (uppercase echo over TCP, UDP and Unix sockets).
@@ -69,10 +81,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         bind: args.bind,
         data_dir: args.data_dir,
     };
-    let mut settings = file.resolve(&overrides, &origin)?;
-    if let Some(service) = args.service {
-        settings = only(service, settings, &file, &overrides, &origin)?;
-    }
+    let settings = match args.service {
+        Some(service) => only(service, &file, &overrides, &origin)?,
+        None => file.resolve(&overrides, &origin)?,
+    };
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create the data dir {}", settings.data_dir.display()))?;
 
@@ -82,29 +94,33 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     result
 }
 
-/// Narrows the settings to the one service named on the command line.
+/// Settings with only the service named on the command line enabled, its
+/// flags applied over its config section.
 fn only(
     service: Service,
-    mut settings: Settings,
     file: &FileConfig,
     overrides: &Overrides,
     origin: &str,
 ) -> anyhow::Result<Settings> {
+    let mut only = file.clone();
+    only.echo.enabled = matches!(service, Service::Echo(_));
+    only.http.enabled = matches!(service, Service::Http(_));
+    let mut settings = only.resolve(overrides, origin)?;
     match service {
-        Service::Echo(echo) => {
-            let mut enabled = file.clone();
-            enabled.echo.enabled = true;
-            let mut resolved = enabled
-                .resolve(overrides, origin)?
-                .echo
-                .expect("echo was just enabled");
-            if echo.tcp.is_some() || echo.udp.is_some() || echo.unix.is_some() {
-                resolved.tcp = echo.tcp;
-                resolved.udp = echo.udp;
-                resolved.unix = echo.unix;
+        Service::Echo(flags) => {
+            let echo = settings.echo.as_mut().expect("echo is enabled");
+            if flags.tcp.is_some() || flags.udp.is_some() || flags.unix.is_some() {
+                echo.tcp = flags.tcp;
+                echo.udp = flags.udp;
+                echo.unix = flags.unix;
             }
-            resolved.plain |= echo.plain;
-            settings.echo = Some(resolved);
+            echo.plain |= flags.plain;
+        }
+        Service::Http(flags) => {
+            let http = settings.http.as_mut().expect("http is enabled");
+            if let Some(addr) = flags.addr {
+                http.addr = addr;
+            }
         }
     }
     Ok(settings)
