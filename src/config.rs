@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::tls::TlsFiles;
+
 /// The embedded default configuration, as printed by `sockit config default`.
 pub const DEFAULT_TOML: &str = include_str!("sockit.toml");
 
@@ -79,6 +81,8 @@ pub struct HttpSection {
     pub enabled: bool,
     pub port: u16,
     pub max_connections: usize,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
 }
 
 impl Default for HttpSection {
@@ -87,6 +91,8 @@ impl Default for HttpSection {
             enabled: true,
             port: 8000,
             max_connections: 1000,
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
         }
     }
 }
@@ -186,6 +192,8 @@ pub struct Settings {
 pub struct HttpSettings {
     pub addr: SocketAddr,
     pub max_connections: usize,
+    /// Serve HTTPS with these files instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Resolved echo service settings; `None` fields are not served.
@@ -228,9 +236,26 @@ impl FileConfig {
         if self.http.max_connections == 0 {
             return Err(out_of_range("http.max_connections", "must be at least 1"));
         }
+        let tls = match (
+            self.http.tls_cert.as_os_str().is_empty(),
+            self.http.tls_key.as_os_str().is_empty(),
+        ) {
+            (true, true) => None,
+            (false, false) => Some(TlsFiles {
+                cert: self.http.tls_cert.clone(),
+                key: self.http.tls_key.clone(),
+            }),
+            _ => {
+                return Err(out_of_range(
+                    "http.tls_cert",
+                    "set both http.tls_cert and http.tls_key, or neither",
+                ));
+            }
+        };
         let http = self.http.enabled.then(|| HttpSettings {
             addr: SocketAddr::new(bind, self.http.port),
             max_connections: self.http.max_connections,
+            tls,
         });
         let echo = &self.echo;
         let echo = echo.enabled.then(|| EchoSettings {

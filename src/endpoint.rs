@@ -8,6 +8,9 @@
 //! Unix sockets leave a file behind. [`bind_unix`] replaces a stale file only
 //! when nothing listens on it, and the returned [`SocketFile`] removes the file
 //! when dropped, if it is still the one this process created.
+//!
+//! [`SetupError`] is what starting a service can fail with: a [`BindError`],
+//! or TLS files that cannot be used.
 
 use std::fmt;
 use std::io;
@@ -27,7 +30,10 @@ pub struct Endpoint {
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:<6}{:<5}{}", self.service, self.protocol, self.address)
+        // Columns line up for the usual names, and never run together.
+        let service = format!("{} ", self.service);
+        let protocol = format!("{} ", self.protocol);
+        write!(f, "{service:<6}{protocol:<5}{}", self.address)
     }
 }
 
@@ -81,6 +87,29 @@ impl BindError {
                 "no local interface has that address; check `--bind` or `{config_key}`"
             )),
             _ => None,
+        }
+    }
+}
+
+/// A service could not be set up to listen: a socket or its TLS configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("{service}: TLS")]
+    Tls {
+        service: &'static str,
+        #[source]
+        source: crate::tls::TlsError,
+    },
+}
+
+impl SetupError {
+    /// What the user can do about it, when there is something to say.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            SetupError::Bind(err) => err.hint(),
+            SetupError::Tls { .. } => None,
         }
     }
 }

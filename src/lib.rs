@@ -12,6 +12,7 @@
 //! - [`http`]: the browser console: Hello World, health, metrics, live dashboard.
 //! - [`connect`]: the client behind `sockit connect` (prompt loop, `nc`-style pipe).
 //! - [`stats`]: live per-service counters and recent events, for the HTTP console.
+//! - [`tls`]: TLS server configuration from PEM files.
 //! - [`serve`]: binds and runs every enabled service for `sockit serve`.
 //!
 //! The binary (`src/main.rs`, `src/cli/`) only parses arguments, sets up logging
@@ -28,3 +29,4 @@ pub mod listener;
 pub mod serve;
 pub mod shutdown;
 pub mod stats;
+pub mod tls;

@@ -7,7 +7,7 @@
 
 use crate::config::Settings;
 use crate::echo::Echo;
-use crate::endpoint::{BindError, Endpoint};
+use crate::endpoint::{Endpoint, SetupError};
 use crate::http::{self, AppState, Http};
 use crate::shutdown::Shutdown;
 
@@ -22,8 +22,8 @@ impl Services {
     /// Binds the sockets of every service the settings enable.
     ///
     /// # Errors
-    /// The first socket that cannot be bound.
-    pub async fn bind(settings: &Settings) -> Result<Services, BindError> {
+    /// The first service that cannot be set up.
+    pub async fn bind(settings: &Settings) -> Result<Services, SetupError> {
         let echo = match &settings.echo {
             Some(echo) => Some(Echo::bind(echo).await?),
             None => None,

@@ -207,3 +207,96 @@ fn the_event_stream_sends_status_snapshots() {
         "{status}"
     );
 }
+
+#[test]
+fn with_a_certificate_the_console_speaks_https_and_http2() {
+    let data = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_file = data.path().join("cert.pem");
+    let key_file = data.path().join("key.pem");
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
+    let config = data.path().join("sockit.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[echo]\nenabled = false\n\n[http]\nport = 0\ntls_cert = {:?}\ntls_key = {:?}\n",
+            cert_file.to_str().unwrap(),
+            key_file.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let server = ServeProcess::start(
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
+        1,
+    );
+    let addr = server.address("http", "https");
+    let port = addr.rsplit(':').next().unwrap();
+    let url = format!("https://localhost:{port}/hello");
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let cacert = cert_file.to_str().unwrap();
+    assert_eq!(
+        curl(&["--cacert", cacert, "--resolve", &resolve, &url]),
+        "Hello, World"
+    );
+    let version = curl(&[
+        "--cacert",
+        cacert,
+        "--resolve",
+        &resolve,
+        "--http2",
+        "--output",
+        "/dev/null",
+        "--write-out",
+        "%{http_version}",
+        &url,
+    ]);
+    assert_eq!(version, "2");
+    // Plain HTTP to the TLS port gets no page.
+    let plain = Command::new("curl")
+        .args([
+            "--silent",
+            "--max-time",
+            "10",
+            &format!("http://{addr}/hello"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("Hello, World"));
+}
+
+#[test]
+fn an_unusable_certificate_stops_the_start_with_one_line() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("sockit.toml");
+    std::fs::write(
+        &config,
+        "[echo]\nenabled = false\n[http]\nport = 0\ntls_cert = \"/nonexistent/cert.pem\"\ntls_key = \"/nonexistent/key.pem\"\n",
+    )
+    .unwrap();
+    let output = run_sockit(
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "sockit: http: TLS: cannot read the certificate chain /nonexistent/cert.pem"
+        ),
+        "{stderr}"
+    );
+}

@@ -105,8 +105,8 @@ pub fn one_line(err: &anyhow::Error) -> String {
     let mut line = format!("{err:#}").replace('\n', " ");
     let hint = err
         .chain()
-        .find_map(|cause| cause.downcast_ref::<sockit::endpoint::BindError>())
-        .and_then(sockit::endpoint::BindError::hint);
+        .find_map(|cause| cause.downcast_ref::<sockit::endpoint::SetupError>())
+        .and_then(sockit::endpoint::SetupError::hint);
     if let Some(hint) = hint {
         line.push_str("; hint: ");
         line.push_str(&hint);

@@ -24,13 +24,17 @@ use axum::routing::get;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::time::{Duration, timeout};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::config::HttpSettings;
-use crate::endpoint::{self, BindError, Endpoint, Origin};
+use crate::endpoint::{self, Endpoint, Origin, SetupError};
 use crate::listener::{self, Counted, Outcome, Peer};
 use crate::shutdown::Shutdown;
+use crate::tls;
 
 /// A service as the dashboard shows it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -119,31 +123,62 @@ const ORIGIN: Origin = Origin {
 };
 
 /// The HTTP service with its socket bound.
-#[derive(Debug)]
 pub struct Http {
     listener: TcpListener,
     max_connections: usize,
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http")
+            .field("listener", &self.listener)
+            .field("max_connections", &self.max_connections)
+            .field("tls", &self.is_tls())
+            .finish()
+    }
 }
 
 impl Http {
-    /// Binds the configured address.
+    /// Loads the TLS files, if any, and binds the configured address.
     ///
     /// # Errors
-    /// A [`BindError`] when the address cannot be bound.
-    pub async fn bind(settings: &HttpSettings) -> Result<Http, BindError> {
+    /// A [`SetupError`] when the TLS files cannot be used or the address
+    /// cannot be bound.
+    pub async fn bind(settings: &HttpSettings) -> Result<Http, SetupError> {
+        let tls = match &settings.tls {
+            Some(files) => {
+                let config =
+                    tls::server_config(files, &[b"h2", b"http/1.1"]).map_err(|source| {
+                        SetupError::Tls {
+                            service: "http",
+                            source,
+                        }
+                    })?;
+                Some(TlsAcceptor::from(config))
+            }
+            None => None,
+        };
         Ok(Http {
             listener: endpoint::bind_tcp(settings.addr, ORIGIN).await?,
             max_connections: settings.max_connections,
+            tls,
         })
+    }
+
+    /// True when the console is served over HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The bound socket.
     pub fn endpoints(&self) -> Vec<Endpoint> {
+        let protocol = if self.is_tls() { "https" } else { "tcp" };
         self.listener
             .local_addr()
             .map(|addr| Endpoint {
                 service: "http",
-                protocol: "tcp",
+                protocol,
                 address: addr.to_string(),
             })
             .into_iter()
@@ -152,26 +187,52 @@ impl Http {
 
     /// Serves `app` until shutdown.
     pub async fn run(self, app: Router, shutdown: Shutdown) {
+        let tls = self.tls;
         listener::run(
             self.listener,
             "http",
             self.max_connections,
             shutdown,
-            move |stream, peer, shutdown| serve_connection(app.clone(), stream, peer, shutdown),
+            move |stream, peer, shutdown| {
+                let (stream, traffic) = Counted::new(stream);
+                let app = app.clone();
+                let tls = tls.clone();
+                async move {
+                    let result = match tls {
+                        None => serve_connection(app, stream, peer, shutdown).await,
+                        Some(tls) => match timeout(TLS_HANDSHAKE_LIMIT, tls.accept(stream)).await {
+                            Ok(Ok(stream)) => serve_connection(app, stream, peer, shutdown).await,
+                            Ok(Err(err)) => Err(format!("TLS handshake: {err}").into()),
+                            Err(_) => Err("TLS handshake timed out".into()),
+                        },
+                    };
+                    Outcome {
+                        traffic: traffic.traffic(),
+                        result,
+                    }
+                }
+            },
         )
         .await
     }
 }
 
+/// How long a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+
+type ConnectionError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Serves one connection until the client closes it or shutdown ends it
 /// gracefully (in-flight requests complete first).
-async fn serve_connection(
+async fn serve_connection<S>(
     app: Router,
-    stream: tokio::net::TcpStream,
+    stream: S,
     peer: Peer,
     shutdown: Shutdown,
-) -> Outcome<Box<dyn std::error::Error + Send + Sync>> {
-    let (stream, traffic) = Counted::new(stream);
+) -> Result<(), ConnectionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let peer_addr = match peer {
         Peer::Tcp(addr) => addr,
         Peer::Unix => SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -185,15 +246,11 @@ async fn serve_connection(
     let connection = builder
         .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
     tokio::pin!(connection);
-    let result = tokio::select! {
+    tokio::select! {
         result = connection.as_mut() => result,
         _ = shutdown.stopping() => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
-    };
-    Outcome {
-        traffic: traffic.traffic(),
-        result,
     }
 }
