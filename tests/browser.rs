@@ -1,0 +1,62 @@
+//! The console in a real browser: headless Chromium, driven by Playwright
+//! (`tests/browser/*.mjs`), against a real `sockit serve`.
+//!
+//! Needs node, `npm ci` in `tests/browser` and Debian's chromium; scripts/test
+//! installs them. With `SOCKIT_SCREENSHOT_DIR` set, the screenshots land there
+//! (scripts/screenshots uses it to refresh docs/img).
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use support::ServeProcess;
+
+fn browser_script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser").join(name)
+}
+
+fn run_node(args: &[String]) {
+    let modules = browser_script("node_modules/playwright-core");
+    assert!(
+        modules.exists(),
+        "playwright-core is missing: run `npm ci` in tests/browser (scripts/test does)"
+    );
+    let output = Command::new("node")
+        .args(args)
+        .output()
+        .expect("node is installed (scripts/test installs it)");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn screenshot_path(name: &str, scratch: &std::path::Path) -> String {
+    let dir = std::env::var_os("SOCKIT_SCREENSHOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| scratch.to_owned());
+    dir.join(name).to_str().unwrap().to_owned()
+}
+
+#[test]
+fn the_dashboard_counters_move_when_an_echo_client_connects() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("sockit.toml");
+    std::fs::write(&config, "[echo]\nport = 0\nudp = false\n\n[http]\nport = 0\n").unwrap();
+    let server = ServeProcess::start(
+        &["serve", "--config", config.to_str().unwrap(), "--data-dir", data.path().to_str().unwrap()],
+        2,
+    );
+    let echo = server.address("echo", "tcp");
+    let (echo_host, echo_port) = echo.rsplit_once(':').unwrap();
+    run_node(&[
+        browser_script("dashboard.mjs").to_str().unwrap().to_owned(),
+        format!("http://{}", server.address("http", "tcp")),
+        echo_host.to_owned(),
+        echo_port.to_owned(),
+        screenshot_path("dashboard.png", data.path()),
+    ]);
+}
