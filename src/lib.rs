@@ -12,6 +12,7 @@
 //! - [`http`]: the browser console: Hello World, health, metrics, live dashboard.
 //! - [`connect`]: the client behind `sockit connect` (prompt loop, `nc`-style pipe).
 //! - [`stats`]: live per-service counters and recent events, for the HTTP console.
+//! - [`throttle`]: per-address delays and lockouts after failed logins.
 //! - [`tls`]: TLS server configuration from PEM files.
 //! - [`serve`]: binds and runs every enabled service for `sockit serve`.
 //!
@@ -29,4 +30,5 @@ pub mod listener;
 pub mod serve;
 pub mod shutdown;
 pub mod stats;
+pub mod throttle;
 pub mod tls;

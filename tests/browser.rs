@@ -13,7 +13,9 @@ use std::process::Command;
 use support::ServeProcess;
 
 fn browser_script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/browser")
+        .join(name)
 }
 
 fn run_node(args: &[String]) {
@@ -45,9 +47,19 @@ fn screenshot_path(name: &str, scratch: &std::path::Path) -> String {
 fn the_dashboard_counters_move_when_an_echo_client_connects() {
     let data = tempfile::tempdir().unwrap();
     let config = data.path().join("sockit.toml");
-    std::fs::write(&config, "[echo]\nport = 0\nudp = false\n\n[http]\nport = 0\n").unwrap();
+    std::fs::write(
+        &config,
+        "[echo]\nport = 0\nudp = false\n\n[http]\nport = 0\n",
+    )
+    .unwrap();
     let server = ServeProcess::start(
-        &["serve", "--config", config.to_str().unwrap(), "--data-dir", data.path().to_str().unwrap()],
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
         2,
     );
     let echo = server.address("echo", "tcp");
