@@ -12,6 +12,7 @@
 
 pub mod assets;
 pub mod metrics;
+pub mod session;
 pub mod status;
 
 use std::net::SocketAddr;
