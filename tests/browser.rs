@@ -45,23 +45,8 @@ fn screenshot_path(name: &str, scratch: &std::path::Path) -> String {
 
 #[test]
 fn the_dashboard_counters_move_when_an_echo_client_connects() {
-    let data = tempfile::tempdir().unwrap();
-    let config = data.path().join("sockit.toml");
-    std::fs::write(
-        &config,
-        "[echo]\nport = 0\nudp = false\n\n[http]\nport = 0\n",
-    )
-    .unwrap();
-    let server = ServeProcess::start(
-        &[
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-            data.path().to_str().unwrap(),
-        ],
-        2,
-    );
+    let server =
+        ServeProcess::with_config("[echo]\nport = 0\nudp = false\n\n[http]\nport = 0\n", 2);
     let echo = server.address("echo", "tcp");
     let (echo_host, echo_port) = echo.rsplit_once(':').unwrap();
     run_node(&[
@@ -69,6 +54,6 @@ fn the_dashboard_counters_move_when_an_echo_client_connects() {
         format!("http://{}", server.address("http", "tcp")),
         echo_host.to_owned(),
         echo_port.to_owned(),
-        screenshot_path("dashboard.png", data.path()),
+        screenshot_path("dashboard.png", server.data_dir()),
     ]);
 }

@@ -115,26 +115,12 @@ fn serve_with_port_8080_taken_names_the_service_the_port_and_the_flag() {
 #[test]
 fn serve_runs_from_a_config_and_connect_pipes_like_nc() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sockit.toml");
     let sock = dir.path().join("echo.sock");
-    std::fs::write(
-        &config,
-        format!(
-            "[echo]\nport = 0\nunix_path = {:?}\n",
-            sock.to_str().unwrap()
-        ),
-    )
-    .unwrap();
-    let server = ServeProcess::start(
-        &[
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ],
-        3,
+    let config = format!(
+        "[echo]\nport = 0\nunix_path = {:?}\n",
+        sock.to_str().unwrap()
     );
+    let server = ServeProcess::with_config(&config, 3);
     let tcp = server.address("echo", "tcp");
     let output = run_sockit(&["connect", "tcp", &tcp], b"hello\nworld\n");
     assert!(output.status.success(), "{}", stderr_of(&output));
@@ -156,34 +142,13 @@ fn serve_runs_from_a_config_and_connect_pipes_like_nc() {
 
 #[test]
 fn connect_over_ipv6_and_by_host_name() {
-    let data = tempfile::tempdir().unwrap();
-    let server = ServeProcess::start(
-        &[
-            "serve",
-            "--data-dir",
-            data.path().to_str().unwrap(),
-            "echo",
-            "--tcp",
-            "[::1]:0",
-        ],
-        1,
-    );
+    let server = ServeProcess::serve(&["echo", "--tcp", "[::1]:0"], 1);
     let addr = server.address("echo", "tcp");
     assert!(addr.starts_with("[::1]:"), "{addr}");
     let output = run_sockit(&["connect", "tcp", &addr], b"six\n");
     assert_eq!(output.stdout, b"SIX\n", "{}", stderr_of(&output));
 
-    let v4 = ServeProcess::start(
-        &[
-            "serve",
-            "--data-dir",
-            data.path().to_str().unwrap(),
-            "echo",
-            "--tcp",
-            "127.0.0.1:0",
-        ],
-        1,
-    );
+    let v4 = ServeProcess::serve(&["echo", "--tcp", "127.0.0.1:0"], 1);
     let port = v4
         .address("echo", "tcp")
         .rsplit(':')
@@ -245,18 +210,7 @@ fn connect_refused_is_a_one_line_error() {
 
 #[test]
 fn connect_into_a_closed_pipe_exits_cleanly() {
-    let data = tempfile::tempdir().unwrap();
-    let server = ServeProcess::start(
-        &[
-            "serve",
-            "--data-dir",
-            data.path().to_str().unwrap(),
-            "echo",
-            "--tcp",
-            "127.0.0.1:0",
-        ],
-        1,
-    );
+    let server = ServeProcess::serve(&["echo", "--tcp", "127.0.0.1:0"], 1);
     let addr = server.address("echo", "tcp");
     // Like `yes | sockit connect tcp ADDR | head -c 10`.
     let mut child = Command::new(BIN)
@@ -315,18 +269,7 @@ fn open_pty() -> (OwnedFd, OwnedFd) {
 
 #[test]
 fn on_a_terminal_connect_is_the_course_client() {
-    let data = tempfile::tempdir().unwrap();
-    let server = ServeProcess::start(
-        &[
-            "serve",
-            "--data-dir",
-            data.path().to_str().unwrap(),
-            "echo",
-            "--tcp",
-            "127.0.0.1:0",
-        ],
-        1,
-    );
+    let server = ServeProcess::serve(&["echo", "--tcp", "127.0.0.1:0"], 1);
     let addr = server.address("echo", "tcp");
     let (controller, terminal) = open_pty();
     let mut child = Command::new(BIN)
@@ -375,18 +318,7 @@ fn on_a_terminal_connect_is_the_course_client() {
 
 #[test]
 fn sigterm_with_50_busy_clients_exits_0_and_every_byte_read_was_echoed() {
-    let data = tempfile::tempdir().unwrap();
-    let mut server = ServeProcess::start(
-        &[
-            "serve",
-            "--data-dir",
-            data.path().to_str().unwrap(),
-            "echo",
-            "--tcp",
-            "127.0.0.1:0",
-        ],
-        1,
-    );
+    let mut server = ServeProcess::serve(&["echo", "--tcp", "127.0.0.1:0"], 1);
     let addr: SocketAddr = server.address("echo", "tcp").parse().unwrap();
     let (started_tx, started_rx) = mpsc::channel();
     let clients: Vec<_> = (0..50)
@@ -484,20 +416,7 @@ fn python_peer(script: &str) -> Command {
 
 #[test]
 fn the_course_python_clients_talk_to_sockit() {
-    let data = tempfile::tempdir().unwrap();
-    let server = ServeProcess::start(
-        &[
-            "serve",
-            "--data-dir",
-            data.path().to_str().unwrap(),
-            "echo",
-            "--tcp",
-            "127.0.0.1:0",
-            "--udp",
-            "127.0.0.1:0",
-        ],
-        2,
-    );
+    let server = ServeProcess::serve(&["echo", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"], 2);
     for (script, protocol) in [
         ("course_tcp_client.py", "tcp"),
         ("course_udp_client.py", "udp"),

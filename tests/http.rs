@@ -110,24 +110,7 @@ fn curl(args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-fn serve_echo_and_http(data: &std::path::Path) -> ServeProcess {
-    let config = data.join("sockit.toml");
-    std::fs::write(
-        &config,
-        "[echo]\nport = 0\nudp = false\n\n[http]\nport = 0\n",
-    )
-    .unwrap();
-    ServeProcess::start(
-        &[
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        2,
-    )
-}
+const ECHO_AND_HTTP: &str = "[echo]\nport = 0\nudp = false\n\n[http]\nport = 0\n";
 
 fn counter(status: &serde_json::Value, service: &str, field: &str) -> u64 {
     status["services"]
@@ -142,8 +125,7 @@ fn counter(status: &serde_json::Value, service: &str, field: &str) -> u64 {
 
 #[test]
 fn a_real_server_answers_curl_and_counts_echo_connections() {
-    let data = tempfile::tempdir().unwrap();
-    let server = serve_echo_and_http(data.path());
+    let server = ServeProcess::with_config(ECHO_AND_HTTP, 2);
     let base = format!("http://{}", server.address("http", "tcp"));
     assert_eq!(curl(&[&format!("{base}/hello")]), "Hello, World");
     assert_eq!(curl(&[&format!("{base}/healthz")]), "ok");
@@ -185,8 +167,7 @@ fn a_real_server_answers_curl_and_counts_echo_connections() {
 
 #[test]
 fn the_event_stream_sends_status_snapshots() {
-    let data = tempfile::tempdir().unwrap();
-    let server = serve_echo_and_http(data.path());
+    let server = ServeProcess::with_config(ECHO_AND_HTTP, 2);
     let base = format!("http://{}", server.address("http", "tcp"));
     // curl stops after --max-time; the first snapshot is sent at once.
     let output = Command::new("curl")
@@ -216,26 +197,12 @@ fn with_a_certificate_the_console_speaks_https_and_http2() {
     let key_file = data.path().join("key.pem");
     std::fs::write(&cert_file, cert.cert.pem()).unwrap();
     std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
-    let config = data.path().join("sockit.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[echo]\nenabled = false\n\n[http]\nport = 0\ntls_cert = {:?}\ntls_key = {:?}\n",
-            cert_file.to_str().unwrap(),
-            key_file.to_str().unwrap()
-        ),
-    )
-    .unwrap();
-    let server = ServeProcess::start(
-        &[
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-            data.path().to_str().unwrap(),
-        ],
-        1,
+    let config = format!(
+        "[echo]\nenabled = false\n\n[http]\nport = 0\ntls_cert = {:?}\ntls_key = {:?}\n",
+        cert_file.to_str().unwrap(),
+        key_file.to_str().unwrap()
     );
+    let server = ServeProcess::with_config(&config, 1);
     let addr = server.address("http", "https");
     let port = addr.rsplit(':').next().unwrap();
     let url = format!("https://localhost:{port}/hello");

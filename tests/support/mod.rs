@@ -34,6 +34,8 @@ pub struct PrintedEndpoint {
 
 /// A `sockit serve ...` child process, killed when dropped.
 pub struct ServeProcess {
+    /// The process's own data dir, removed with it.
+    data: Option<tempfile::TempDir>,
     child: Option<Child>,
     pid: i32,
     pub endpoints: Vec<PrintedEndpoint>,
@@ -41,6 +43,47 @@ pub struct ServeProcess {
 }
 
 impl ServeProcess {
+    /// Runs `sockit serve --data-dir <fresh temp dir> ARGS...` and waits for
+    /// `lines` endpoint lines.
+    pub fn serve(args: &[&str], lines: usize) -> ServeProcess {
+        let data = tempfile::tempdir().unwrap();
+        let mut all = vec!["serve", "--data-dir", data.path().to_str().unwrap()];
+        all.extend_from_slice(args);
+        let mut process = ServeProcess::start(&all, lines);
+        process.data = Some(data);
+        process
+    }
+
+    /// Runs `sockit serve` with `config` as its config file and a fresh data
+    /// dir (the file lives there), and waits for `lines` endpoint lines.
+    pub fn with_config(config: &str, lines: usize) -> ServeProcess {
+        let data = tempfile::tempdir().unwrap();
+        let file = data.path().join("sockit.toml");
+        std::fs::write(&file, config).unwrap();
+        let dir = data.path().to_str().unwrap();
+        let mut process = ServeProcess::start(
+            &[
+                "serve",
+                "--config",
+                file.to_str().unwrap(),
+                "--data-dir",
+                dir,
+            ],
+            lines,
+        );
+        process.data = Some(data);
+        process
+    }
+
+    /// The data dir of a process started by [`ServeProcess::serve`] or
+    /// [`ServeProcess::with_config`].
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data
+            .as_ref()
+            .expect("started with its own data dir")
+            .path()
+    }
+
     /// Starts `sockit` with `args` and waits until it has printed `lines`
     /// endpoint lines (its readiness signal: each is printed after binding).
     pub fn start(args: &[&str], lines: usize) -> ServeProcess {
@@ -83,6 +126,7 @@ impl ServeProcess {
             }
         });
         let mut process = ServeProcess {
+            data: None,
             pid: child.id() as i32,
             child: Some(child),
             endpoints: Vec::new(),
