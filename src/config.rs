@@ -81,6 +81,7 @@ pub struct HttpSection {
     pub enabled: bool,
     pub port: u16,
     pub max_connections: usize,
+    pub workers: usize,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
 }
@@ -91,6 +92,7 @@ impl Default for HttpSection {
             enabled: true,
             port: 8000,
             max_connections: 1000,
+            workers: 0,
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
         }
@@ -192,6 +194,8 @@ pub struct Settings {
 pub struct HttpSettings {
     pub addr: SocketAddr,
     pub max_connections: usize,
+    /// Worker threads, each with its own event loop (at least 1).
+    pub workers: usize,
     /// Serve HTTPS with these files instead of plain HTTP.
     pub tls: Option<TlsFiles>,
 }
@@ -233,6 +237,9 @@ impl FileConfig {
         if self.echo.max_connections == 0 {
             return Err(out_of_range("echo.max_connections", "must be at least 1"));
         }
+        if self.http.workers > 1024 {
+            return Err(out_of_range("http.workers", "must be at most 1024"));
+        }
         if self.http.max_connections == 0 {
             return Err(out_of_range("http.max_connections", "must be at least 1"));
         }
@@ -255,6 +262,10 @@ impl FileConfig {
         let http = self.http.enabled.then(|| HttpSettings {
             addr: SocketAddr::new(bind, self.http.port),
             max_connections: self.http.max_connections,
+            workers: match self.http.workers {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            },
             tls,
         });
         let echo = &self.echo;

@@ -267,3 +267,33 @@ fn an_unusable_certificate_stops_the_start_with_one_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn sigterm_ends_open_event_streams_instead_of_waiting_out_the_grace_period() {
+    // A grace period far longer than the wait below: only a clean end of the
+    // event stream lets the process exit in time.
+    let config = "[serve]\ngrace_period = \"10m\"\n[echo]\nenabled = false\n[http]\nport = 0\n";
+    let mut server = ServeProcess::with_config(config, 1);
+    let url = format!("http://{}/api/events", server.address("http", "tcp"));
+    let mut stream = Command::new("curl")
+        .args(["--silent", "--no-buffer", &url])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl is installed");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stream.stdout.take().unwrap()));
+    assert!(
+        lines.any(|line| line.unwrap() == "event: status"),
+        "the stream never sent a status"
+    );
+    server.signal(libc::SIGTERM);
+    assert_eq!(
+        server.wait_exit(support::PATIENCE / 3).code(),
+        Some(0),
+        "{}",
+        server.stderr()
+    );
+    assert!(
+        stream.wait().unwrap().success(),
+        "curl saw the stream end cleanly"
+    );
+}

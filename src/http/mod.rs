@@ -7,6 +7,13 @@
 //! speaks HTTP/1.1 or HTTP/2 as the client asks. On shutdown every connection
 //! finishes its in-flight requests and closes; the live event stream ends.
 //!
+//! The console runs on its own worker threads, each with a single-threaded
+//! tokio runtime accepting on the shared listening socket, as nginx runs one
+//! event loop per worker process: a connection then lives on one thread, and
+//! no request pays for a wake-up across threads. On two cores this measured
+//! about 1.6 times the requests per second of a bare hyper server on the
+//! shared multi-threaded runtime (BENCHMARKS.md).
+//!
 //! Assets (HTML, CSS, JavaScript) are embedded in the binary: there is no
 //! build step and nothing to install next to it.
 
@@ -30,6 +37,7 @@ use tokio::net::TcpListener;
 use tokio::time::{Duration, timeout};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
+use tracing::error;
 
 use crate::config::HttpSettings;
 use crate::endpoint::{self, Endpoint, Origin, SetupError};
@@ -128,6 +136,7 @@ pub struct Http {
     listener: TcpListener,
     max_connections: usize,
     tls: Option<TlsAcceptor>,
+    workers: usize,
 }
 
 impl std::fmt::Debug for Http {
@@ -136,6 +145,7 @@ impl std::fmt::Debug for Http {
             .field("listener", &self.listener)
             .field("max_connections", &self.max_connections)
             .field("tls", &self.is_tls())
+            .field("workers", &self.workers)
             .finish()
     }
 }
@@ -164,6 +174,7 @@ impl Http {
             listener: endpoint::bind_tcp(settings.addr, ORIGIN).await?,
             max_connections: settings.max_connections,
             tls,
+            workers: settings.workers,
         })
     }
 
@@ -186,14 +197,83 @@ impl Http {
             .collect()
     }
 
-    /// Serves `app` until shutdown.
+    /// Serves `app` until shutdown, on one single-threaded runtime per
+    /// worker thread (see the module docs for why), and returns once every
+    /// worker has stopped accepting and its sessions have ended.
     pub async fn run(self, app: Router, shutdown: Shutdown) {
-        let tls = self.tls;
+        let Http {
+            listener,
+            max_connections,
+            tls,
+            workers,
+        } = self;
+        let per_worker = max_connections.div_ceil(workers).max(1);
+        let shared = match listener.into_std() {
+            Ok(shared) => shared,
+            Err(err) => {
+                error!(error = %err, "http: cannot hand the listener to the workers");
+                return;
+            }
+        };
+        let mut threads = Vec::new();
+        for worker in 0..workers {
+            let started = shared.try_clone().and_then(|listener| {
+                let (app, tls, shutdown) = (app.clone(), tls.clone(), shutdown.clone());
+                std::thread::Builder::new()
+                    .name(format!("sockit-http-{worker}"))
+                    .spawn(move || run_worker(listener, app, tls, per_worker, shutdown))
+            });
+            match started {
+                Ok(thread) => threads.push(thread),
+                Err(err) => error!(worker, error = %err, "http: cannot start a worker"),
+            }
+        }
+        drop(shared);
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                if thread.join().is_err() {
+                    error!("http: a worker panicked");
+                }
+            }
+        });
+        let _ = joined.await;
+    }
+}
+
+/// One worker: a current-thread runtime accepting on its copy of the
+/// listening socket until shutdown, then turning until the sessions end (the
+/// process exits at the end of the grace period regardless).
+fn run_worker(
+    listener: std::net::TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    max_connections: usize,
+    shutdown: Shutdown,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            error!(error = %err, "http: cannot start a worker runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(err) => {
+                error!(error = %err, "http: a worker cannot watch the listener");
+                return;
+            }
+        };
+        let handler_shutdown = shutdown.clone();
         listener::run(
-            self.listener,
+            listener,
             "http",
-            self.max_connections,
-            shutdown,
+            max_connections,
+            handler_shutdown,
             move |stream, peer, shutdown| {
                 let (stream, traffic) = Counted::new(stream);
                 let app = app.clone();
@@ -214,8 +294,9 @@ impl Http {
                 }
             },
         )
-        .await
-    }
+        .await;
+        shutdown.tracker().wait().await;
+    });
 }
 
 /// How long a client may take to complete the TLS handshake.
