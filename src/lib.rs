@@ -14,6 +14,7 @@
 //! - [`stats`]: live per-service counters and recent events, for the HTTP console.
 //! - [`throttle`]: per-address delays and lockouts after failed logins.
 //! - [`tls`]: TLS server configuration from PEM files.
+//! - [`users`]: the user store (users.toml, argon2id) shared by FTP, HTTP and `sockit user`.
 //! - [`serve`]: binds and runs every enabled service for `sockit serve`.
 //!
 //! The binary (`src/main.rs`, `src/cli/`) only parses arguments, sets up logging
@@ -32,3 +33,4 @@ pub mod shutdown;
 pub mod stats;
 pub mod throttle;
 pub mod tls;
+pub mod users;
