@@ -15,6 +15,7 @@
 //! - [`throttle`]: per-address delays and lockouts after failed logins.
 //! - [`tls`]: TLS server configuration from PEM files.
 //! - [`users`]: the user store (users.toml, argon2id) shared by FTP, HTTP and `sockit user`.
+//! - [`vfs`]: the jail every client path is resolved through (FTP, HTTP).
 //! - [`serve`]: binds and runs every enabled service for `sockit serve`.
 //!
 //! The binary (`src/main.rs`, `src/cli/`) only parses arguments, sets up logging
@@ -34,3 +35,4 @@ pub mod stats;
 pub mod throttle;
 pub mod tls;
 pub mod users;
+pub mod vfs;
