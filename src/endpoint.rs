@@ -10,7 +10,7 @@
 //! when dropped, if it is still the one this process created.
 //!
 //! [`SetupError`] is what starting a service can fail with: a [`BindError`],
-//! or TLS files that cannot be used.
+//! TLS files that cannot be used, or a user store that cannot be read.
 
 use std::fmt;
 use std::io;
@@ -102,6 +102,8 @@ pub enum SetupError {
         #[source]
         source: crate::tls::TlsError,
     },
+    #[error("users")]
+    Users(#[from] crate::users::UserError),
 }
 
 impl SetupError {
@@ -109,7 +111,7 @@ impl SetupError {
     pub fn hint(&self) -> Option<String> {
         match self {
             SetupError::Bind(err) => err.hint(),
-            SetupError::Tls { .. } => None,
+            SetupError::Tls { .. } | SetupError::Users(_) => None,
         }
     }
 }

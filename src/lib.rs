@@ -16,6 +16,7 @@
 //! - [`tls`]: TLS server configuration from PEM files.
 //! - [`users`]: the user store (users.toml, argon2id) shared by FTP, HTTP and `sockit user`.
 //! - [`vfs`]: the jail every client path is resolved through (FTP, HTTP).
+//! - [`quota`]: per-user byte quotas shared by every service that writes into homes.
 //! - [`serve`]: binds and runs every enabled service for `sockit serve`.
 //!
 //! The binary (`src/main.rs`, `src/cli/`) only parses arguments, sets up logging
@@ -29,6 +30,7 @@ pub mod endpoint;
 pub mod frame;
 pub mod http;
 pub mod listener;
+pub mod quota;
 pub mod serve;
 pub mod shutdown;
 pub mod stats;

@@ -5,17 +5,23 @@
 //! shared [`Shutdown`] is requested; draining live sessions is the caller's
 //! step ([`Shutdown::drain`]), as the caller owns the signal handling.
 
+use std::sync::Arc;
+
 use crate::config::Settings;
 use crate::echo::Echo;
 use crate::endpoint::{Endpoint, SetupError};
 use crate::http::{self, AppState, Http};
+use crate::quota::Quotas;
 use crate::shutdown::Shutdown;
+use crate::users::UserStore;
 
 /// Every enabled service, bound and ready to run.
 #[derive(Debug)]
 pub struct Services {
     echo: Option<Echo>,
     http: Option<Http>,
+    users: Arc<UserStore>,
+    quotas: Arc<Quotas>,
 }
 
 impl Services {
@@ -32,7 +38,13 @@ impl Services {
             Some(http) => Some(Http::bind(http).await?),
             None => None,
         };
-        Ok(Services { echo, http })
+        let users = Arc::new(UserStore::open(&settings.data_dir)?);
+        Ok(Services {
+            echo,
+            http,
+            users,
+            quotas: Arc::new(Quotas::default()),
+        })
     }
 
     /// One line per listening socket, in start order.
@@ -50,7 +62,15 @@ impl Services {
             running.spawn(echo.run(shutdown.clone()));
         }
         if let Some(server) = self.http {
-            let app = http::router(AppState::new(&endpoints, shutdown.clone()));
+            let secure = server.is_tls();
+            let state = AppState::new(
+                &endpoints,
+                self.users.clone(),
+                self.quotas.clone(),
+                secure,
+                shutdown.clone(),
+            );
+            let app = http::router(state);
             running.spawn(server.run(app, shutdown.clone()));
         }
         while running.join_next().await.is_some() {}

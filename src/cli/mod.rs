@@ -7,6 +7,7 @@
 mod config;
 mod connect;
 mod serve;
+mod user;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -42,6 +43,7 @@ enum Command {
     Serve(serve::ServeArgs),
     Connect(connect::ConnectArgs),
     Config(config::ConfigArgs),
+    User(user::UserArgs),
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  sockit completions bash > /etc/bash_completion.d/sockit")]
     Completions {
@@ -56,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(args),
         Command::Connect(args) => connect::run(args),
         Command::Config(args) => config::run(args),
+        Command::User(args) => user::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use sockit::config::{FileConfig, Overrides, Settings};
 use sockit::serve::Services;
 use sockit::shutdown::{Drained, Shutdown};
+use sockit::users::UserStore;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
@@ -126,10 +127,25 @@ fn only(
     Ok(settings)
 }
 
+/// On a data dir with no users, creates `admin` and shows its password once.
+fn create_first_admin(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let users = UserStore::open(data_dir)?;
+    if let Some(password) = users.ensure_admin()? {
+        eprintln!(
+            "sockit: created user `admin` with password {} (shown only now; change it with `sockit user passwd admin`)",
+            password.expose()
+        );
+    }
+    Ok(())
+}
+
 async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let services = Services::bind(&settings).await?;
+    if settings.http.is_some() {
+        create_first_admin(&settings.data_dir)?;
+    }
     let endpoints = services.endpoints();
     if endpoints.is_empty() {
         anyhow::bail!("nothing to serve: every service is disabled in the config");

@@ -19,6 +19,9 @@
 //! build step and nothing to install next to it.
 
 pub mod assets;
+pub mod auth;
+pub mod error;
+pub mod files;
 pub mod metrics;
 pub mod session;
 pub mod status;
@@ -29,7 +32,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::routing::get;
+use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -43,8 +46,12 @@ use tracing::error;
 use crate::config::HttpSettings;
 use crate::endpoint::{self, Endpoint, Origin, SetupError};
 use crate::listener::{self, Counted, Outcome, Peer};
+use crate::quota::Quotas;
 use crate::shutdown::Shutdown;
+use crate::throttle::{Policy, Throttle};
 use crate::tls;
+use crate::users::UserStore;
+use session::Sessions;
 
 /// A service as the dashboard shows it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -71,11 +78,23 @@ struct StateInner {
     services: Vec<ServiceInfo>,
     started: Instant,
     shutdown: Shutdown,
+    users: Arc<UserStore>,
+    quotas: Arc<Quotas>,
+    sessions: Sessions,
+    throttle: Throttle,
+    secure: bool,
 }
 
 impl AppState {
-    /// State for a console describing `endpoints` (every service's sockets).
-    pub fn new(endpoints: &[Endpoint], shutdown: Shutdown) -> AppState {
+    /// State for a console describing `endpoints` (every service's sockets),
+    /// signing in `users`; `secure` when served over TLS (cookies get `Secure`).
+    pub fn new(
+        endpoints: &[Endpoint],
+        users: Arc<UserStore>,
+        quotas: Arc<Quotas>,
+        secure: bool,
+        shutdown: Shutdown,
+    ) -> AppState {
         let mut services: Vec<ServiceInfo> = Vec::new();
         for endpoint in endpoints {
             let info = EndpointInfo {
@@ -95,6 +114,11 @@ impl AppState {
                 services,
                 started: Instant::now(),
                 shutdown,
+                users,
+                quotas,
+                sessions: Sessions::default(),
+                throttle: Throttle::new(Policy::default(), 10_000),
+                secure,
             }),
         }
     }
@@ -110,6 +134,27 @@ impl AppState {
     pub fn shutdown(&self) -> &Shutdown {
         &self.inner.shutdown
     }
+
+    pub fn users(&self) -> &Arc<UserStore> {
+        &self.inner.users
+    }
+
+    pub fn quotas(&self) -> &Quotas {
+        &self.inner.quotas
+    }
+
+    pub fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
+    }
+
+    pub fn throttle(&self) -> &Throttle {
+        &self.inner.throttle
+    }
+
+    /// True when served over TLS.
+    pub fn secure(&self) -> bool {
+        self.inner.secure
+    }
 }
 
 /// The whole application.
@@ -120,7 +165,22 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/api/status", get(status::status_json))
         .route("/api/events", get(status::events))
+        .route(
+            "/files",
+            get(|| async { axum::response::Redirect::permanent("/files/") }),
+        )
         .route("/", get(assets::dashboard))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/files/", get(files::browse_root))
+        .route("/files/{*path}", get(files::browse))
+        .route(
+            "/api/upload",
+            post(files::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/api/mkdir", post(files::mkdir))
+        .route("/api/rename", post(files::rename))
+        .route("/api/delete", post(files::delete))
         .route("/assets/{name}", get(assets::asset))
         .with_state(state)
 }

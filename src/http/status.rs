@@ -10,6 +10,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
 use serde::Serialize;
 
+use super::auth::Admin;
 use super::{AppState, ServiceInfo};
 use crate::stats::{self, Event, ServiceSnapshot};
 
@@ -65,8 +66,8 @@ pub fn snapshot(state: &AppState) -> Status {
     }
 }
 
-/// `GET /api/status`: the snapshot as JSON.
-pub async fn status_json(State(state): State<AppState>) -> Json<Status> {
+/// `GET /api/status`: the snapshot as JSON, for admins.
+pub async fn status_json(State(state): State<AppState>, _admin: Admin) -> Json<Status> {
     Json(snapshot(&state))
 }
 
@@ -78,6 +79,7 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// stream ends when the server shuts down.
 pub async fn events(
     State(state): State<AppState>,
+    _admin: Admin,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let feed = stats::subscribe();
     let backlog = stats::recent_events();

@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
@@ -39,7 +39,7 @@ pub struct ServeProcess {
     child: Option<Child>,
     pid: i32,
     pub endpoints: Vec<PrintedEndpoint>,
-    stderr: Arc<Mutex<String>>,
+    stderr: Arc<(Mutex<String>, Condvar)>,
 }
 
 impl ServeProcess {
@@ -101,7 +101,7 @@ impl ServeProcess {
             .stderr(Stdio::piped())
             .spawn()
             .expect("the sockit binary starts");
-        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new((Mutex::new(String::new()), Condvar::new()));
         let mut err_pipe = child.stderr.take().expect("piped stderr");
         let collected = stderr.clone();
         std::thread::spawn(move || {
@@ -110,10 +110,11 @@ impl ServeProcess {
                 if n == 0 {
                     break;
                 }
-                collected
-                    .lock()
+                let (text, grew) = &*collected;
+                text.lock()
                     .unwrap()
                     .push_str(&String::from_utf8_lossy(&buf[..n]));
+                grew.notify_all();
             }
         });
         let (tx, rx) = mpsc::channel();
@@ -200,7 +201,34 @@ impl ServeProcess {
 
     /// Everything the process wrote to stderr so far.
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.stderr.0.lock().unwrap().clone()
+    }
+
+    /// Waits until stderr contains `needle` and returns the line holding it.
+    pub fn wait_for_stderr(&self, needle: &str) -> String {
+        let (text, grew) = &*self.stderr;
+        let guard = text.lock().unwrap();
+        let (guard, timeout) = grew
+            .wait_timeout_while(guard, PATIENCE, |text| !text.contains(needle))
+            .unwrap();
+        assert!(!timeout.timed_out(), "no {needle:?} on stderr:\n{}", *guard);
+        guard
+            .lines()
+            .find(|line| line.contains(needle))
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The password of the `admin` user `sockit serve` created on first start.
+    pub fn admin_password(&self) -> String {
+        let line = self.wait_for_stderr("created user `admin` with password ");
+        line.split("with password ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_owned()
     }
 }
 

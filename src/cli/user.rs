@@ -1,0 +1,223 @@
+//! `sockit user`: manage the users of FTP and the HTTP console.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use sockit::config;
+use sockit::users::{NewUser, Permissions, Secret, UserStore};
+
+/// Manage the users of FTP and the HTTP console (users.toml in the data dir).
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  sockit user add alice --quota 2G\n  printf 'pw\\n' | sockit user add bob --read-only --password-stdin\n  sockit user list\n  sockit user passwd alice\n  sockit user del bob"
+)]
+pub struct UserArgs {
+    /// The data dir holding users.toml [default: $XDG_DATA_HOME/sockit or ~/.local/share/sockit].
+    #[arg(long, value_name = "DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    action: UserAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// Add a user; the password is asked on the terminal, or read from stdin.
+    #[command(after_help = "Example:\n  sockit user add alice --home /srv/ftp/alice --quota 500M")]
+    Add {
+        /// 1 to 32 letters, digits, '.', '_' or '-'.
+        name: String,
+        /// Home directory (absolute) [default: <data dir>/homes/NAME].
+        #[arg(long, value_name = "DIR")]
+        home: Option<PathBuf>,
+        /// Disk quota: bytes, or a number with K, M, G or T (powers of 1024).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        quota: Option<u64>,
+        /// May only list and download.
+        #[arg(long)]
+        read_only: bool,
+        /// May see the console's dashboard.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users with their home, quota and permissions.
+    #[command(after_help = "Example:\n  sockit user list")]
+    List,
+    /// Delete a user (their files stay).
+    #[command(after_help = "Example:\n  sockit user del bob")]
+    Del { name: String },
+    /// Set a new password.
+    #[command(after_help = "Example:\n  sockit user passwd alice")]
+    Passwd {
+        name: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+pub fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = args.data_dir.unwrap_or_else(config::default_data_dir);
+    let store = UserStore::open(&data_dir)?;
+    match args.action {
+        UserAction::Add {
+            name,
+            home,
+            quota,
+            read_only,
+            admin,
+            password_stdin,
+        } => {
+            let home = match home {
+                Some(home) => Some(std::path::absolute(&home).context("cannot resolve --home")?),
+                None => None,
+            };
+            let password = read_password(password_stdin, &format!("Password for {name}: "))?;
+            let user = store.add(NewUser {
+                name,
+                password,
+                home,
+                quota,
+                permissions: if read_only {
+                    Permissions::READ_ONLY
+                } else {
+                    Permissions::FULL
+                },
+                admin,
+            })?;
+            println!("added {} (home {})", user.name, user.home.display());
+        }
+        UserAction::List => {
+            println!(
+                "{:<16} {:<10} {:<10} {:<6} home",
+                "name", "quota", "access", "admin"
+            );
+            for user in store.list()? {
+                let quota = user.quota.map_or_else(|| "none".to_owned(), format_size);
+                let access = if user.permissions == Permissions::READ_ONLY {
+                    "read-only"
+                } else if user.permissions == Permissions::FULL {
+                    "full"
+                } else {
+                    "custom"
+                };
+                let admin = if user.admin { "yes" } else { "no" };
+                println!(
+                    "{:<16} {quota:<10} {access:<10} {admin:<6} {}",
+                    user.name,
+                    user.home.display()
+                );
+            }
+        }
+        UserAction::Del { name } => {
+            store.remove(&name)?;
+            println!("deleted {name} (their files stay)");
+        }
+        UserAction::Passwd {
+            name,
+            password_stdin,
+        } => {
+            store.find(&name)?;
+            let password = read_password(password_stdin, &format!("New password for {name}: "))?;
+            store.set_password(&name, &password)?;
+            println!("password changed for {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads a password: from stdin's first line, or asked twice on the terminal.
+fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<Secret> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from stdin")?;
+        return Ok(Secret::new(line.trim_end_matches(['\r', '\n'])));
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no terminal to ask the password on; pass --password-stdin");
+    }
+    let first = rpassword::prompt_password(prompt).context("cannot read the password")?;
+    let again = rpassword::prompt_password("Again: ").context("cannot read the password")?;
+    if first != again {
+        bail!("the two passwords differ");
+    }
+    Ok(Secret::new(first))
+}
+
+/// Parses `1024`, `10K`, `500M`, `2G`, `1T` (powers of 1024; `KiB`-style and
+/// lower-case suffixes too).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 1024, 500M or 2G"))?;
+    let shift = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("unknown size unit {unit:?}: use K, M, G or T")),
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// `1.5G`-style, for listings.
+fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["", "K", "M", "G", "T"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}")
+    } else {
+        format!("{value:.1}{}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("10K"), Ok(10 << 10));
+        assert_eq!(parse_size("500M"), Ok(500 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert_eq!(parse_size("3GiB"), Ok(3 << 30));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn sizes_format_for_people() {
+        assert_eq!(format_size(512), "512");
+        assert_eq!(format_size(1536), "1.5K");
+        assert_eq!(format_size(2 << 30), "2.0G");
+    }
+}

@@ -1,0 +1,535 @@
+//! The file browser: each signed-in user's home, through the same jail
+//! ([`crate::vfs`]), permissions and quotas ([`crate::quota`]) as FTP.
+//!
+//! Browsing and downloading are plain links and work without JavaScript;
+//! downloads go through tower-http's `ServeFile`, so `Range` requests (resumed
+//! downloads) and conditional requests work. Uploads are multipart, streamed to
+//! a hidden temporary file in the target directory chunk by chunk, each chunk
+//! charged to the quota before it is written, and renamed over the target only
+//! when complete: an interrupted upload never damages what was there.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::extract::{Multipart, Query, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
+
+use super::AppState;
+use super::assets::{escape, page_with_scripts};
+use super::auth::{Protected, SignedIn, percent_encode};
+use super::error::FileError;
+use super::session::{Session, random_token};
+use crate::stats;
+use crate::users::{Permissions, User};
+use crate::vfs::{Jail, VirtualPath};
+
+/// Temporary upload files start with this and are hidden from listings.
+const UPLOAD_PREFIX: &str = ".sockit-upload-";
+
+/// A signed-in user's home: their account as it is now, and its jail.
+struct Home {
+    user: User,
+    jail: Jail,
+}
+
+impl Home {
+    fn of(state: &AppState, session: &Session) -> Result<Home, FileError> {
+        let user = state.users().find(&session.user)?;
+        std::fs::create_dir_all(&user.home)?;
+        let jail = Jail::new(&user.home)?;
+        Ok(Home { user, jail })
+    }
+
+    fn require(
+        &self,
+        allowed: fn(&Permissions) -> bool,
+        action: &'static str,
+    ) -> Result<(), FileError> {
+        if allowed(&self.user.permissions) {
+            Ok(())
+        } else {
+            Err(FileError::NotPermitted(action))
+        }
+    }
+
+    fn locate(&self, client: &str) -> Result<(VirtualPath, PathBuf), FileError> {
+        let virtual_path = VirtualPath::root().join(client)?;
+        let real = self.jail.resolve(&virtual_path)?;
+        Ok((virtual_path, real))
+    }
+}
+
+/// Checks a single file name sent by a client: no separators, no `.` or
+/// `..`, no control characters, at most 255 bytes.
+fn valid_file_name(name: &str) -> Result<&str, FileError> {
+    let bad = name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.len() > 255
+        || name.contains('/')
+        || name.chars().any(char::is_control)
+        || name.starts_with(UPLOAD_PREFIX);
+    if bad {
+        Err(FileError::BadName(name.chars().take(80).collect()))
+    } else {
+        Ok(name)
+    }
+}
+
+/// `GET /files/`: the home's root.
+pub async fn browse_root(
+    state: State<AppState>,
+    signed_in: SignedIn,
+    request: Request,
+) -> Response {
+    browse_path(state, signed_in, String::new(), request).await
+}
+
+/// `GET /files/{*path}`: a directory listing or a file download.
+pub async fn browse(
+    state: State<AppState>,
+    signed_in: SignedIn,
+    axum::extract::Path(path): axum::extract::Path<String>,
+    request: Request,
+) -> Response {
+    browse_path(state, signed_in, path, request).await
+}
+
+async fn browse_path(
+    State(state): State<AppState>,
+    SignedIn(session): SignedIn,
+    path: String,
+    request: Request,
+) -> Response {
+    match serve(&state, &session, &path, request).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn serve(
+    state: &AppState,
+    session: &Session,
+    path: &str,
+    request: Request,
+) -> Result<Response, FileError> {
+    let home = Home::of(state, session)?;
+    home.require(|p| p.read, "read")?;
+    let (virtual_path, real) = home.locate(path)?;
+    let meta = tokio::fs::metadata(&real).await?;
+    if meta.is_dir() {
+        if !request.uri().path().ends_with('/') {
+            return Ok(Redirect::permanent(&format!("{}/", request.uri().path())).into_response());
+        }
+        let entries = tokio::task::spawn_blocking(move || list(&real))
+            .await
+            .map_err(|err| FileError::Io(std::io::Error::other(err)))??;
+        return Ok(listing(session, &home, &virtual_path, &entries));
+    }
+    let download = request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "download"));
+    let mut response = match ServeFile::new(&real).oneshot(request).await {
+        Ok(response) => response.into_response(),
+        Err(never) => match never {},
+    };
+    if download && let Some(name) = virtual_path.file_name() {
+        let disposition = format!("attachment; filename*=UTF-8''{}", percent_encode(name));
+        if let Ok(value) = HeaderValue::from_str(&disposition) {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_DISPOSITION, value);
+        }
+    }
+    Ok(response)
+}
+
+/// One row of a listing.
+#[derive(Debug, Serialize)]
+pub struct Entry {
+    pub name: String,
+    pub dir: bool,
+    pub size: u64,
+    pub modified: Option<SystemTime>,
+}
+
+fn list(dir: &Path) -> std::io::Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(UPLOAD_PREFIX) {
+            continue;
+        }
+        let Ok(meta) = std::fs::metadata(entry.path()) else {
+            continue; // a dangling link: nothing to show or serve
+        };
+        entries.push(Entry {
+            name,
+            dir: meta.is_dir(),
+            size: meta.len(),
+            modified: meta.modified().ok(),
+        });
+    }
+    entries.sort_by(|a, b| b.dir.cmp(&a.dir).then_with(|| a.name.cmp(&b.name)));
+    Ok(entries)
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn listing(session: &Session, home: &Home, dir: &VirtualPath, entries: &[Entry]) -> Response {
+    let mut crumbs = String::from("<a href=\"/files/\">home</a>");
+    let mut href = String::from("/files/");
+    for part in dir.components() {
+        href.push_str(&percent_encode(part));
+        href.push('/');
+        crumbs.push_str(&format!(
+            " / <a href=\"{}\">{}</a>",
+            escape(&href),
+            escape(part)
+        ));
+    }
+    let mut rows = String::new();
+    if let Some(parent) = dir.parent() {
+        let up = if parent.is_root() {
+            "/files/".to_owned()
+        } else {
+            format!("/files{}/", percent_encode(parent.as_str()))
+        };
+        rows.push_str(&format!(
+            "<tr class=\"up\"><td><a href=\"{}\">..</a></td><td></td><td></td><td></td></tr>\n",
+            escape(&up)
+        ));
+    }
+    for entry in entries {
+        let link = percent_encode(&entry.name);
+        let (href, shown, size) = if entry.dir {
+            (
+                format!("{link}/"),
+                format!("{}/", entry.name),
+                String::new(),
+            )
+        } else {
+            (link.clone(), entry.name.clone(), human_size(entry.size))
+        };
+        let modified = entry
+            .modified
+            .map(|t| {
+                humantime::format_rfc3339_seconds(t)
+                    .to_string()
+                    .replace('T', " ")
+                    .replace('Z', "")
+            })
+            .unwrap_or_default();
+        let download = if entry.dir {
+            String::new()
+        } else {
+            format!(
+                "<a class=\"download\" href=\"{}?download\" download>download</a>",
+                escape(&link)
+            )
+        };
+        rows.push_str(&format!(
+            "<tr data-name=\"{name}\" data-kind=\"{kind}\"><td><a href=\"{href}\">{shown}</a></td>\
+             <td class=\"num\">{size}</td><td>{modified}</td><td class=\"actions\">{download}</td></tr>\n",
+            name = escape(&entry.name),
+            kind = if entry.dir { "dir" } else { "file" },
+            href = escape(&href),
+            shown = escape(&shown),
+        ));
+    }
+    if entries.is_empty() {
+        rows.push_str("<tr><td colspan=\"4\" class=\"muted\">This directory is empty.</td></tr>\n");
+    }
+    let p = home.user.permissions;
+    let quota = match home.user.quota {
+        Some(limit) => format!(" · quota {}", human_size(limit)),
+        None => String::new(),
+    };
+    let changes = if p.write || p.mkdir {
+        format!(
+            r#"<section id="changes">
+  <h2>Add</h2>
+  {upload}
+  {mkdir}
+  <p id="status" class="muted" role="status"></p>
+</section>"#,
+            upload = if p.write {
+                r#"<form id="upload" class="drop-zone">
+    <label>Upload files <input id="upload-files" type="file" multiple></label>
+    <p class="muted">or drop files here</p>
+    <progress id="upload-progress" max="100" value="0" hidden></progress>
+  </form>"#
+            } else {
+                ""
+            },
+            mkdir = if p.mkdir {
+                r#"<form id="mkdir" class="inline"><input id="mkdir-name" placeholder="New directory name" required><button type="submit">Create directory</button></form>"#
+            } else {
+                ""
+            },
+        )
+    } else {
+        String::new()
+    };
+    let body = format!(
+        r#"<section>
+  <h2 class="crumbs">{crumbs}</h2>
+  <table id="listing" data-dir="{dir}" data-can-rename="{rename}" data-can-delete="{delete}">
+    <thead><tr><th>name</th><th class="num">size</th><th>modified (UTC)</th><th></th></tr></thead>
+    <tbody>
+{rows}    </tbody>
+  </table>
+  <p class="muted">Signed in as {user}{quota}.</p>
+</section>
+{changes}"#,
+        dir = escape(dir.as_str()),
+        rename = p.rename,
+        delete = p.delete,
+        user = escape(&home.user.name),
+    );
+    page_with_scripts("Files", Some(session), &body, &["files.js"])
+}
+
+/// Query of `POST /api/upload`.
+#[derive(Debug, Deserialize)]
+pub struct UploadQuery {
+    /// The directory to upload into, e.g. `/docs`.
+    dir: String,
+}
+
+/// What an upload stored.
+#[derive(Debug, Serialize)]
+pub struct Uploaded {
+    pub files: Vec<String>,
+    pub bytes: u64,
+}
+
+/// `POST /api/upload?dir=/path`: multipart upload of one or more files.
+pub async fn upload(
+    State(state): State<AppState>,
+    Protected(session): Protected,
+    Query(query): Query<UploadQuery>,
+    mut multipart: Multipart,
+) -> Result<Json<Uploaded>, FileError> {
+    let home = Home::of(&state, &session)?;
+    home.require(|p| p.write, "upload")?;
+    let (dir, real_dir) = home.locate(&query.dir)?;
+    if !tokio::fs::metadata(&real_dir).await?.is_dir() {
+        return Err(FileError::NotFound);
+    }
+    let quota = state
+        .quotas()
+        .writer(&home.user.name, home.jail.root(), home.user.quota)?;
+    let mut uploaded = Uploaded {
+        files: Vec::new(),
+        bytes: 0,
+    };
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(|err| FileError::BadUpload(err.body_text()))?
+    {
+        let Some(name) = field.file_name().map(str::to_owned) else {
+            continue; // not a file part
+        };
+        let name = valid_file_name(&name)?.to_owned();
+        let (target, real) = home.locate(&dir.join(&name)?.to_string())?;
+        let replaced = match tokio::fs::symlink_metadata(&real).await {
+            Ok(meta) if meta.is_dir() => {
+                return Err(FileError::Conflict(format!("{name} is a directory")));
+            }
+            Ok(meta) => Some(meta.len()),
+            Err(_) => None,
+        };
+        let temporary = real_dir.join(format!("{UPLOAD_PREFIX}{}", &random_token()[..16]));
+        let mut file = tokio::fs::File::create(&temporary).await?;
+        let mut written: u64 = 0;
+        let streamed: Result<(), FileError> = async {
+            while let Some(chunk) = field
+                .chunk()
+                .await
+                .map_err(|err| FileError::BadUpload(err.body_text()))?
+            {
+                quota.charge(chunk.len() as u64)?;
+                written += chunk.len() as u64;
+                file.write_all(&chunk).await?;
+            }
+            file.sync_all().await?;
+            Ok(())
+        }
+        .await;
+        drop(file);
+        // Rename only after the whole body arrived: a failed upload must not
+        // replace what was there.
+        let stored = match streamed {
+            Ok(()) => tokio::fs::rename(&temporary, &real)
+                .await
+                .map_err(FileError::from),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = stored {
+            let _ = tokio::fs::remove_file(&temporary).await;
+            quota.refund(written);
+            stats::record(
+                "http",
+                "upload-failed",
+                format!("{} {target}: {err}", session.user),
+            );
+            return Err(err);
+        }
+        if let Some(old) = replaced {
+            quota.refund(old);
+        }
+        stats::counter("sockit_http_uploads_total", &[])
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stats::record(
+            "http",
+            "upload",
+            format!("{} {target}: {written} bytes", session.user),
+        );
+        uploaded.files.push(target.to_string());
+        uploaded.bytes += written;
+    }
+    Ok(Json(uploaded))
+}
+
+/// Body of `POST /api/mkdir`.
+#[derive(Debug, Deserialize)]
+pub struct MakeDirectory {
+    dir: String,
+    name: String,
+}
+
+/// `POST /api/mkdir`.
+pub async fn mkdir(
+    State(state): State<AppState>,
+    Protected(session): Protected,
+    Json(request): Json<MakeDirectory>,
+) -> Result<Json<String>, FileError> {
+    let home = Home::of(&state, &session)?;
+    home.require(|p| p.mkdir, "create directories")?;
+    let name = valid_file_name(&request.name)?;
+    let dir = VirtualPath::root().join(&request.dir)?;
+    let (created, real) = home.locate(&dir.join(name)?.to_string())?;
+    tokio::fs::create_dir(&real).await?;
+    stats::record("http", "mkdir", format!("{} {created}", session.user));
+    Ok(Json(created.to_string()))
+}
+
+/// Body of `POST /api/rename`.
+#[derive(Debug, Deserialize)]
+pub struct Rename {
+    from: String,
+    to: String,
+}
+
+/// `POST /api/rename`: never replaces an existing entry.
+pub async fn rename(
+    State(state): State<AppState>,
+    Protected(session): Protected,
+    Json(request): Json<Rename>,
+) -> Result<Json<String>, FileError> {
+    let home = Home::of(&state, &session)?;
+    home.require(|p| p.rename, "rename")?;
+    let (from, real_from) = home.locate(&request.from)?;
+    let (to, real_to) = home.locate(&request.to)?;
+    if from.is_root() || to.is_root() {
+        return Err(FileError::NotPermitted("rename the home itself"));
+    }
+    valid_file_name(to.file_name().unwrap_or_default())?;
+    tokio::fs::symlink_metadata(&real_from).await?;
+    if tokio::fs::symlink_metadata(&real_to).await.is_ok() {
+        return Err(FileError::Conflict(format!("{to} exists already")));
+    }
+    tokio::fs::rename(&real_from, &real_to).await?;
+    stats::record("http", "rename", format!("{} {from} -> {to}", session.user));
+    Ok(Json(to.to_string()))
+}
+
+/// Body of `POST /api/delete`.
+#[derive(Debug, Deserialize)]
+pub struct Delete {
+    path: String,
+}
+
+/// `POST /api/delete`: a file, or an empty directory.
+pub async fn delete(
+    State(state): State<AppState>,
+    Protected(session): Protected,
+    Json(request): Json<Delete>,
+) -> Result<Json<String>, FileError> {
+    let home = Home::of(&state, &session)?;
+    home.require(|p| p.delete, "delete")?;
+    let (path, real) = home.locate(&request.path)?;
+    if path.is_root() {
+        return Err(FileError::NotPermitted("delete the home itself"));
+    }
+    let meta = tokio::fs::symlink_metadata(&real).await?;
+    if meta.is_dir() {
+        tokio::fs::remove_dir(&real).await?;
+    } else {
+        tokio::fs::remove_file(&real).await?;
+        state.quotas().freed(&home.user.name, meta.len());
+    }
+    stats::record("http", "delete", format!("{} {path}", session.user));
+    Ok(Json(path.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_file_names_are_checked() {
+        for good in [
+            "a.txt",
+            "報告.txt",
+            "with space",
+            "..hidden-but-fine",
+            "%2e%2e",
+        ] {
+            assert!(valid_file_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../x",
+            "nul\0",
+            "cr\r",
+            "lf\n",
+            ".sockit-upload-x",
+        ] {
+            assert!(valid_file_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(valid_file_name(&"x".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(2048), "2.0 KiB");
+    }
+}
