@@ -54,6 +54,29 @@ fn the_dashboard_counters_move_when_an_echo_client_connects() {
         format!("http://{}", server.address("http", "tcp")),
         echo_host.to_owned(),
         echo_port.to_owned(),
+        "admin".to_owned(),
+        server.admin_password(),
         screenshot_path("dashboard.png", server.data_dir()),
     ]);
+}
+
+#[test]
+fn a_file_uploaded_through_the_page_downloads_byte_identical_and_deletes() {
+    let server = ServeProcess::with_config("[echo]\nenabled = false\n\n[http]\nport = 0\n", 1);
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("report 2026 (final).bin");
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    std::fs::write(&file, &content).unwrap();
+    run_node(&[
+        browser_script("files.mjs").to_str().unwrap().to_owned(),
+        format!("http://{}", server.address("http", "tcp")),
+        "admin".to_owned(),
+        server.admin_password(),
+        file.to_str().unwrap().to_owned(),
+        screenshot_path("files.png", scratch.path()),
+    ]);
+    let stored = server
+        .data_dir()
+        .join("homes/admin/report 2026 (final).bin");
+    assert!(!stored.exists(), "the page's delete removed the file");
 }

@@ -18,3 +18,12 @@ export function launch() {
     ],
   });
 }
+
+// Signs in through the login form and waits for the page it leads to.
+export async function signIn(page, base, user, password) {
+  await page.goto(base + "/login");
+  await page.fill('input[name="user"]', user);
+  await page.fill('input[name="password"]', password);
+  await Promise.all([page.waitForNavigation(), page.click('button[type="submit"]')]);
+  if (page.url().includes("/login")) throw new Error("sign-in failed: " + (await page.textContent("main")));
+}

@@ -1,12 +1,12 @@
-// Drives headless Chromium through the console's dashboard: the echo row's
-// connection counter must move after an echo client connects.
+// Drives headless Chromium through the console's dashboard: sign in, then
+// the echo row's connection counter must move after an echo client connects.
 //
-// Usage: node dashboard.mjs BASE_URL ECHO_HOST ECHO_PORT [SCREENSHOT.png]
+// Usage: node dashboard.mjs BASE_URL ECHO_HOST ECHO_PORT USER PASSWORD [SCREENSHOT.png]
 // Exits 0 when every check holds; prints what failed otherwise.
 import net from "node:net";
-import { launch } from "./chromium.mjs";
+import { launch, signIn } from "./chromium.mjs";
 
-const [base, echoHost, echoPort, screenshot] = process.argv.slice(2);
+const [base, echoHost, echoPort, user, password, screenshot] = process.argv.slice(2);
 
 function echoOnce(message) {
   return new Promise((resolve, reject) => {
@@ -21,6 +21,7 @@ function echoOnce(message) {
 const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1100, height: 700 } });
+  await signIn(page, base, user, password);
   await page.goto(base + "/");
   const cell = 'tr[data-service="echo"] td[data-field="connections_total"]';
   await page.waitForSelector(cell);
