@@ -885,6 +885,28 @@ fn with_a_certificate_the_console_speaks_https_and_http2() {
         &url,
     ]);
     assert_eq!(version, "2");
+    // Under TLS the session cookie is marked Secure.
+    let password = format!("password={}", server.admin_password());
+    let headers = curl(&[
+        "--cacert",
+        cacert,
+        "--resolve",
+        &resolve,
+        "--output",
+        "/dev/null",
+        "--dump-header",
+        "-",
+        "--data-urlencode",
+        "user=admin",
+        "--data-urlencode",
+        &password,
+        &format!("https://localhost:{port}/login"),
+    ]);
+    let cookie = headers
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie in {headers}"));
+    assert!(cookie.contains("; Secure"), "{cookie}");
     // Plain HTTP to the TLS port gets no page.
     let plain = Command::new("curl")
         .args([
@@ -963,4 +985,49 @@ fn sigterm_ends_open_event_streams_instead_of_waiting_out_the_grace_period() {
         stream.wait().unwrap().success(),
         "curl saw the stream end cleanly"
     );
+}
+
+/// Peak resident memory of a process, from /proc (kB → bytes).
+fn peak_rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kb * 1024
+}
+
+#[test]
+fn a_2_gib_upload_streams_to_disk_in_bounded_memory() {
+    let server = ServeProcess::with_config("[echo]\nenabled = false\n[http]\nport = 0\n", 1);
+    let base = format!("http://{}", server.address("http", "tcp"));
+    let admin = CurlSession::sign_in(&base, "admin", &server.admin_password());
+    let scratch = tempfile::tempdir().unwrap();
+    let big = scratch.path().join("big.bin");
+    // Sparse: 2 GiB that costs the test no disk to create.
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    let csrf = format!("X-CSRF-Token: {}", admin.csrf);
+    let (code, body) = admin.request(&[
+        "--max-time",
+        "600",
+        "--header",
+        &csrf,
+        "--form",
+        &format!("file=@{}", big.display()),
+        &format!("{base}/api/upload?dir=/"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let stored = server.data_dir().join("homes/admin/big.bin");
+    assert_eq!(std::fs::metadata(&stored).unwrap().len(), 2 << 30);
+    let peak = peak_rss(server.pid());
+    assert!(
+        peak < 100 << 20,
+        "server peak RSS {} MiB during a 2 GiB upload",
+        peak >> 20
+    );
+    eprintln!("server peak RSS {} MiB", peak >> 20);
 }

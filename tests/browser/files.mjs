@@ -3,6 +3,8 @@
 // and compare the bytes, then delete it with the page's button.
 //
 // Usage: node files.mjs BASE_URL USER PASSWORD FILE [SCREENSHOT.png]
+// With a screenshot path, a second one at a phone's size goes next to it
+// (NAME-phone.png).
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { launch, signIn } from "./chromium.mjs";
@@ -23,7 +25,12 @@ try {
   ]);
   const row = `tr[data-name="${name}"]`;
   await page.waitForSelector(row);
-  if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
+  if (screenshot) {
+    await page.screenshot({ path: screenshot, fullPage: true });
+    await page.setViewportSize({ width: 390, height: 780 });
+    await page.screenshot({ path: screenshot.replace(/\.png$/, "-phone.png"), fullPage: true });
+    await page.setViewportSize({ width: 1000, height: 640 });
+  }
 
   const [download] = await Promise.all([
     page.waitForEvent("download"),
