@@ -11,6 +11,7 @@
 //! - [`echo`]: the uppercase echo service over TCP, UDP and Unix sockets.
 //! - [`http`]: the browser console: Hello World, health, metrics, live dashboard.
 //! - [`connect`]: the client behind `sockit connect` (prompt loop, `nc`-style pipe).
+//! - [`size`]: byte sizes as people write them (`500M`) and read them (`1.5 KiB`).
 //! - [`stats`]: live per-service counters and recent events, for the HTTP console.
 //! - [`throttle`]: per-address delays and lockouts after failed logins.
 //! - [`tls`]: TLS server configuration from PEM files.
@@ -33,6 +34,7 @@ pub mod listener;
 pub mod quota;
 pub mod serve;
 pub mod shutdown;
+pub mod size;
 pub mod stats;
 pub mod throttle;
 pub mod tls;

@@ -74,6 +74,17 @@ impl Console {
         self.app.clone().oneshot(request).await.unwrap()
     }
 
+    /// Posts the login form with `form` (urlencoded) and extra `headers`.
+    async fn post_login(&self, form: &str, headers: &[(&str, &str)]) -> axum::response::Response {
+        let mut request =
+            Request::post("/login").header("content-type", "application/x-www-form-urlencoded");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request.body(Body::from(form.to_owned())).unwrap())
+            .await
+    }
+
     /// Signs in and returns (cookie header value, CSRF token).
     async fn sign_in(&self, user: &str) -> (String, String) {
         let password: String = user.chars().rev().collect();
@@ -210,14 +221,7 @@ async fn unknown_routes_are_404() {
 #[tokio::test]
 async fn a_wrong_password_is_refused_and_pages_need_a_session() {
     let console = Console::new();
-    let response = console
-        .send(
-            Request::post("/login")
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(Body::from("user=alice&password=alice"))
-                .unwrap(),
-        )
-        .await;
+    let response = console.post_login("user=alice&password=alice", &[]).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert!(response.headers().get("set-cookie").is_none());
     let (status, headers, _) = console.get("/files/", None).await;
@@ -232,14 +236,7 @@ async fn a_wrong_password_is_refused_and_pages_need_a_session() {
 #[tokio::test]
 async fn the_session_cookie_is_http_only_and_strict() {
     let console = Console::new();
-    let response = console
-        .send(
-            Request::post("/login")
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(Body::from("user=alice&password=ecila"))
-                .unwrap(),
-        )
-        .await;
+    let response = console.post_login("user=alice&password=ecila", &[]).await;
     let cookie = response.headers()["set-cookie"].to_str().unwrap();
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
@@ -252,13 +249,12 @@ async fn the_session_cookie_is_http_only_and_strict() {
 async fn a_cross_site_sign_in_is_refused() {
     let console = Console::new();
     let response = console
-        .send(
-            Request::post("/login")
-                .header("host", "127.0.0.1:8000")
-                .header("origin", "https://evil.example")
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(Body::from("user=alice&password=ecila"))
-                .unwrap(),
+        .post_login(
+            "user=alice&password=ecila",
+            &[
+                ("host", "127.0.0.1:8000"),
+                ("origin", "https://evil.example"),
+            ],
         )
         .await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
@@ -548,14 +544,7 @@ async fn repeated_wrong_passwords_are_delayed_then_locked_out() {
     let console = Console::new();
     let mut statuses = Vec::new();
     for _ in 0..11 {
-        let response = console
-            .send(
-                Request::post("/login")
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(Body::from("user=alice&password=guess"))
-                    .unwrap(),
-            )
-            .await;
+        let response = console.post_login("user=alice&password=guess", &[]).await;
         statuses.push(response.status());
     }
     assert!(
@@ -566,14 +555,7 @@ async fn repeated_wrong_passwords_are_delayed_then_locked_out() {
     );
     assert_eq!(statuses[10], StatusCode::TOO_MANY_REQUESTS);
     // Even the right password is refused during the lockout.
-    let response = console
-        .send(
-            Request::post("/login")
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(Body::from("user=alice&password=ecila"))
-                .unwrap(),
-        )
-        .await;
+    let response = console.post_login("user=alice&password=ecila", &[]).await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use sockit::config;
 use sockit::users::{NewUser, Permissions, Secret, UserStore};
+use sockit::{config, size};
 
 /// Manage the users of FTP and the HTTP console (users.toml in the data dir).
 #[derive(Debug, Args)]
@@ -33,7 +33,7 @@ enum UserAction {
         #[arg(long, value_name = "DIR")]
         home: Option<PathBuf>,
         /// Disk quota: bytes, or a number with K, M, G or T (powers of 1024).
-        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        #[arg(long, value_name = "SIZE", value_parser = size::parse)]
         quota: Option<u64>,
         /// May only list and download.
         #[arg(long)]
@@ -98,7 +98,7 @@ pub fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
                 "name", "quota", "access", "admin"
             );
             for user in store.list()? {
-                let quota = user.quota.map_or_else(|| "none".to_owned(), format_size);
+                let quota = user.quota.map_or_else(|| "none".to_owned(), size::format);
                 let access = if user.permissions == Permissions::READ_ONLY {
                     "read-only"
                 } else if user.permissions == Permissions::FULL {
@@ -150,74 +150,4 @@ fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<Secret> {
         bail!("the two passwords differ");
     }
     Ok(Secret::new(first))
-}
-
-/// Parses `1024`, `10K`, `500M`, `2G`, `1T` (powers of 1024; `KiB`-style and
-/// lower-case suffixes too).
-fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size such as 1024, 500M or 2G"))?;
-    let shift = match unit
-        .trim()
-        .to_ascii_uppercase()
-        .trim_end_matches("IB")
-        .trim_end_matches('B')
-    {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => return Err(format!("unknown size unit {unit:?}: use K, M, G or T")),
-    };
-    number
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("{text:?} is too large"))
-}
-
-/// `1.5G`-style, for listings.
-fn format_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["", "K", "M", "G", "T"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes}")
-    } else {
-        format!("{value:.1}{}", UNITS[unit])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_parse_with_binary_units() {
-        assert_eq!(parse_size("1024"), Ok(1024));
-        assert_eq!(parse_size("10K"), Ok(10 << 10));
-        assert_eq!(parse_size("500M"), Ok(500 << 20));
-        assert_eq!(parse_size("2g"), Ok(2 << 30));
-        assert_eq!(parse_size("3GiB"), Ok(3 << 30));
-        assert_eq!(parse_size("1T"), Ok(1 << 40));
-        assert!(parse_size("").is_err());
-        assert!(parse_size("12X").is_err());
-        assert!(parse_size("99999999999T").is_err());
-    }
-
-    #[test]
-    fn sizes_format_for_people() {
-        assert_eq!(format_size(512), "512");
-        assert_eq!(format_size(1536), "1.5K");
-        assert_eq!(format_size(2 << 30), "2.0G");
-    }
 }

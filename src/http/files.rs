@@ -25,9 +25,9 @@ use super::assets::{escape, page_with_scripts};
 use super::auth::{Protected, SignedIn, percent_encode};
 use super::error::FileError;
 use super::session::{Session, random_token};
-use crate::stats;
 use crate::users::{Permissions, User};
 use crate::vfs::{Jail, VirtualPath};
+use crate::{size, stats};
 
 /// Temporary upload files start with this and are hidden from listings.
 const UPLOAD_PREFIX: &str = ".sockit-upload-";
@@ -182,21 +182,6 @@ fn list(dir: &Path) -> std::io::Result<Vec<Entry>> {
     Ok(entries)
 }
 
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 fn listing(session: &Session, home: &Home, dir: &VirtualPath, entries: &[Entry]) -> Response {
     let mut crumbs = String::from("<a href=\"/files/\">home</a>");
     let mut href = String::from("/files/");
@@ -230,7 +215,7 @@ fn listing(session: &Session, home: &Home, dir: &VirtualPath, entries: &[Entry])
                 String::new(),
             )
         } else {
-            (link.clone(), entry.name.clone(), human_size(entry.size))
+            (link.clone(), entry.name.clone(), size::format(entry.size))
         };
         let modified = entry
             .modified
@@ -263,7 +248,7 @@ fn listing(session: &Session, home: &Home, dir: &VirtualPath, entries: &[Entry])
     }
     let p = home.user.permissions;
     let quota = match home.user.quota {
-        Some(limit) => format!(" · quota {}", human_size(limit)),
+        Some(limit) => format!(" · quota {}", size::format(limit)),
         None => String::new(),
     };
     let changes = if p.write || p.mkdir {
@@ -525,11 +510,5 @@ mod tests {
             assert!(valid_file_name(bad).is_err(), "{bad:?}");
         }
         assert!(valid_file_name(&"x".repeat(256)).is_err());
-    }
-
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(human_size(0), "0 B");
-        assert_eq!(human_size(2048), "2.0 KiB");
     }
 }
