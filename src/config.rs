@@ -50,6 +50,35 @@ pub struct FileConfig {
     pub serve: ServeSection,
     pub echo: EchoSection,
     pub http: HttpSection,
+    pub bot: BotSection,
+}
+
+/// `[bot]`: the 10086 menu bot.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BotSection {
+    pub enabled: bool,
+    pub port: u16,
+    pub script: PathBuf,
+    pub encoding: String,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    pub max_line: usize,
+    pub max_connections: usize,
+}
+
+impl Default for BotSection {
+    fn default() -> Self {
+        BotSection {
+            enabled: true,
+            port: 10086,
+            script: PathBuf::new(),
+            encoding: "utf-8".to_owned(),
+            idle_timeout: Duration::from_secs(300),
+            max_line: 1024,
+            max_connections: 1000,
+        }
+    }
 }
 
 /// `[serve]`: settings shared by every service.
@@ -187,6 +216,28 @@ pub struct Settings {
     pub grace_period: Duration,
     pub echo: Option<EchoSettings>,
     pub http: Option<HttpSettings>,
+    pub bot: Option<BotConfig>,
+}
+
+/// Resolved bot settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BotConfig {
+    pub addr: SocketAddr,
+    /// `None`: the built-in 10086 script.
+    pub script: Option<PathBuf>,
+    pub encoding: &'static encoding_rs::Encoding,
+    pub idle_timeout: Duration,
+    pub max_line: usize,
+    pub max_connections: usize,
+}
+
+/// The encodings the bot speaks: `utf-8`, or `gbk` for legacy Windows terminals.
+pub fn bot_encoding(name: &str) -> Option<&'static encoding_rs::Encoding> {
+    match name.to_ascii_lowercase().as_str() {
+        "utf-8" | "utf8" => Some(encoding_rs::UTF_8),
+        "gbk" | "gb2312" | "gb18030" => Some(encoding_rs::GBK),
+        _ => None,
+    }
 }
 
 /// Resolved HTTP console settings.
@@ -268,6 +319,29 @@ impl FileConfig {
             },
             tls,
         });
+        let bot = &self.bot;
+        let encoding = bot_encoding(&bot.encoding)
+            .ok_or_else(|| out_of_range("bot.encoding", "must be \"utf-8\" or \"gbk\""))?;
+        if bot.max_line == 0 || bot.max_line > 1 << 20 {
+            return Err(out_of_range(
+                "bot.max_line",
+                "must be between 1 and 1048576",
+            ));
+        }
+        if bot.max_connections == 0 {
+            return Err(out_of_range("bot.max_connections", "must be at least 1"));
+        }
+        if bot.idle_timeout.is_zero() {
+            return Err(out_of_range("bot.idle_timeout", "must be more than 0s"));
+        }
+        let bot = bot.enabled.then(|| BotConfig {
+            addr: SocketAddr::new(bind, bot.port),
+            script: (!bot.script.as_os_str().is_empty()).then(|| bot.script.clone()),
+            encoding,
+            idle_timeout: bot.idle_timeout,
+            max_line: bot.max_line,
+            max_connections: bot.max_connections,
+        });
         let echo = &self.echo;
         let echo = echo.enabled.then(|| EchoSettings {
             tcp: echo.tcp.then_some(SocketAddr::new(bind, echo.port)),
@@ -281,6 +355,7 @@ impl FileConfig {
             grace_period: self.serve.grace_period,
             echo,
             http,
+            bot,
         })
     }
 }

@@ -10,7 +10,8 @@
 //! when dropped, if it is still the one this process created.
 //!
 //! [`SetupError`] is what starting a service can fail with: a [`BindError`],
-//! TLS files that cannot be used, or a user store that cannot be read.
+//! TLS files that cannot be used, a user store that cannot be read, or a bot
+//! script that does not validate.
 
 use std::fmt;
 use std::io;
@@ -104,6 +105,8 @@ pub enum SetupError {
     },
     #[error("users")]
     Users(#[from] crate::users::UserError),
+    #[error("bot")]
+    Script(#[from] crate::bot::script::ScriptError),
 }
 
 impl SetupError {
@@ -111,7 +114,7 @@ impl SetupError {
     pub fn hint(&self) -> Option<String> {
         match self {
             SetupError::Bind(err) => err.hint(),
-            SetupError::Tls { .. } | SetupError::Users(_) => None,
+            SetupError::Tls { .. } | SetupError::Users(_) | SetupError::Script(_) => None,
         }
     }
 }

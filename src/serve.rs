@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use crate::bot::Bot;
 use crate::config::Settings;
 use crate::echo::Echo;
 use crate::endpoint::{Endpoint, SetupError};
@@ -20,6 +21,7 @@ use crate::users::UserStore;
 pub struct Services {
     echo: Option<Echo>,
     http: Option<Http>,
+    bot: Option<Bot>,
     users: Arc<UserStore>,
     quotas: Arc<Quotas>,
 }
@@ -38,10 +40,15 @@ impl Services {
             Some(http) => Some(Http::bind(http).await?),
             None => None,
         };
+        let bot = match &settings.bot {
+            Some(bot) => Some(Bot::bind(bot).await?),
+            None => None,
+        };
         let users = Arc::new(UserStore::open(&settings.data_dir)?);
         Ok(Services {
             echo,
             http,
+            bot,
             users,
             quotas: Arc::new(Quotas::default()),
         })
@@ -51,7 +58,8 @@ impl Services {
     pub fn endpoints(&self) -> Vec<Endpoint> {
         let echo = self.echo.iter().flat_map(Echo::endpoints);
         let http = self.http.iter().flat_map(Http::endpoints);
-        echo.chain(http).collect()
+        let bot = self.bot.iter().flat_map(Bot::endpoints);
+        echo.chain(http).chain(bot).collect()
     }
 
     /// Runs every service until `shutdown` is requested.
@@ -60,6 +68,9 @@ impl Services {
         let mut running = tokio::task::JoinSet::new();
         if let Some(echo) = self.echo {
             running.spawn(echo.run(shutdown.clone()));
+        }
+        if let Some(bot) = self.bot {
+            running.spawn(bot.run(shutdown.clone()));
         }
         if let Some(server) = self.http {
             let secure = server.is_tls();

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use sockit::config::{FileConfig, Overrides, Settings};
+use sockit::config::{self, FileConfig, Overrides, Settings};
 use sockit::serve::Services;
 use sockit::shutdown::{Drained, Shutdown};
 use sockit::users::UserStore;
@@ -37,6 +37,28 @@ pub struct ServeArgs {
 enum Service {
     Echo(EchoArgs),
     Http(HttpArgs),
+    Bot(BotArgs),
+}
+
+/// Run the 10086 menu bot alone (a line-based service for nc, telnet and `sockit connect`).
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  sockit serve bot                             on 127.0.0.1:10086, built-in 10086 menu\n  sockit serve bot --script menu.toml --encoding gbk\n  sockit connect tcp 127.0.0.1:10086"
+)]
+struct BotArgs {
+    /// Listen on this address instead of the config's.
+    #[arg(long, value_name = "ADDR")]
+    addr: Option<SocketAddr>,
+    /// A menu script (TOML) instead of the built-in 10086 flow.
+    #[arg(long, value_name = "FILE")]
+    script: Option<PathBuf>,
+    /// Speak this encoding: utf-8, or gbk for legacy Windows terminals.
+    #[arg(long, value_name = "NAME", value_parser = parse_encoding)]
+    encoding: Option<&'static encoding_rs::Encoding>,
+}
+
+fn parse_encoding(name: &str) -> Result<&'static encoding_rs::Encoding, String> {
+    config::bot_encoding(name).ok_or_else(|| format!("unknown encoding {name:?}: use utf-8 or gbk"))
 }
 
 /// Run the browser console alone: /hello, /healthz, /metrics and the dashboard.
@@ -106,6 +128,7 @@ fn only(
     let mut only = file.clone();
     only.echo.enabled = matches!(service, Service::Echo(_));
     only.http.enabled = matches!(service, Service::Http(_));
+    only.bot.enabled = matches!(service, Service::Bot(_));
     let mut settings = only.resolve(overrides, origin)?;
     match service {
         Service::Echo(flags) => {
@@ -121,6 +144,18 @@ fn only(
             let http = settings.http.as_mut().expect("http is enabled");
             if let Some(addr) = flags.addr {
                 http.addr = addr;
+            }
+        }
+        Service::Bot(flags) => {
+            let bot = settings.bot.as_mut().expect("bot is enabled");
+            if let Some(addr) = flags.addr {
+                bot.addr = addr;
+            }
+            if flags.script.is_some() {
+                bot.script = flags.script;
+            }
+            if let Some(encoding) = flags.encoding {
+                bot.encoding = encoding;
             }
         }
     }
