@@ -45,8 +45,10 @@ fn screenshot_path(name: &str, scratch: &std::path::Path) -> String {
 
 #[test]
 fn the_dashboard_counters_move_when_an_echo_client_connects() {
-    let server =
-        ServeProcess::with_config("[echo]\nport = 0\nudp = false\n\n[http]\nport = 0\n\n[bot]\nenabled = false\n", 2);
+    let server = ServeProcess::with_config(
+        "[echo]\nport = 0\nudp = false\n\n[http]\nport = 0\n\n[bot]\nenabled = false\n",
+        2,
+    );
     let echo = server.address("echo", "tcp");
     let (echo_host, echo_port) = echo.rsplit_once(':').unwrap();
     run_node(&[
@@ -62,7 +64,10 @@ fn the_dashboard_counters_move_when_an_echo_client_connects() {
 
 #[test]
 fn a_file_uploaded_through_the_page_downloads_byte_identical_and_deletes() {
-    let server = ServeProcess::with_config("[echo]\nenabled = false\n\n[http]\nport = 0\n\n[bot]\nenabled = false\n", 1);
+    let server = ServeProcess::with_config(
+        "[echo]\nenabled = false\n\n[http]\nport = 0\n\n[bot]\nenabled = false\n",
+        1,
+    );
     let scratch = tempfile::tempdir().unwrap();
     let file = scratch.path().join("report 2026 (final).bin");
     let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();

@@ -574,7 +574,8 @@ fn curl(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-const ECHO_AND_HTTP: &str = "[echo]\nport = 0\nudp = false\n\n[http]\nport = 0\n\n[bot]\nenabled = false\n";
+const ECHO_AND_HTTP: &str =
+    "[echo]\nport = 0\nudp = false\n\n[http]\nport = 0\n\n[bot]\nenabled = false\n";
 
 /// A signed-in curl: a cookie jar in a temporary dir, and the session's CSRF token.
 struct CurlSession {
@@ -982,7 +983,10 @@ fn peak_rss(pid: i32) -> u64 {
 
 #[test]
 fn a_2_gib_upload_streams_to_disk_in_bounded_memory() {
-    let server = ServeProcess::with_config("[echo]\nenabled = false\n[http]\nport = 0\n[bot]\nenabled = false\n", 1);
+    let server = ServeProcess::with_config(
+        "[echo]\nenabled = false\n[http]\nport = 0\n[bot]\nenabled = false\n",
+        1,
+    );
     let base = format!("http://{}", server.address("http", "tcp"));
     let admin = CurlSession::sign_in(&base, "admin", &server.admin_password());
     let scratch = tempfile::tempdir().unwrap();
