@@ -15,6 +15,7 @@
 //! - [`size`]: byte sizes as people write them (`500M`) and read them (`1.5 KiB`).
 //! - [`stats`]: live per-service counters and recent events, for the HTTP console.
 //! - [`throttle`]: per-address delays and lockouts after failed logins.
+//! - [`tools`]: the socket utilities: well-known ports, resolve, probe.
 //! - [`tls`]: TLS server configuration from PEM files.
 //! - [`users`]: the user store (users.toml, argon2id) shared by FTP, HTTP and `sockit user`.
 //! - [`vfs`]: the jail every client path is resolved through (FTP, HTTP).
@@ -40,5 +41,6 @@ pub mod size;
 pub mod stats;
 pub mod throttle;
 pub mod tls;
+pub mod tools;
 pub mod users;
 pub mod vfs;

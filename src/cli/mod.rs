@@ -7,6 +7,7 @@
 mod config;
 mod connect;
 mod serve;
+mod tools;
 mod user;
 
 use std::io::IsTerminal;
@@ -44,6 +45,9 @@ enum Command {
     Connect(connect::ConnectArgs),
     Config(config::ConfigArgs),
     User(user::UserArgs),
+    Ports(tools::PortsArgs),
+    Resolve(tools::ResolveArgs),
+    Probe(tools::ProbeArgs),
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  sockit completions bash > /etc/bash_completion.d/sockit")]
     Completions {
@@ -59,6 +63,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Connect(args) => connect::run(args),
         Command::Config(args) => config::run(args),
         Command::User(args) => user::run(args),
+        Command::Ports(args) => tools::ports(args),
+        Command::Resolve(args) => tools::resolve(args),
+        Command::Probe(args) => tools::probe(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,214 @@
+//! `sockit ports`, `sockit resolve` and `sockit probe`: the course's socket
+//! utilities, as tables for people or JSON for scripts (docs/tools.md).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use sockit::tools::ports::{self, PortEntry, Protocol};
+use sockit::tools::probe::{self, PortState};
+use sockit::tools::resolve;
+
+/// Look up well-known ports: the course's table merged with /etc/services.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  sockit ports                 the whole table\n  sockit ports 3306\n  sockit ports 8000-8100\n  sockit ports redis --json"
+)]
+pub struct PortsArgs {
+    /// A port (22), a range (8000-8100) or a name to search for (ssh, sql).
+    query: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Look up a host name or address; convert addresses between notations.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  sockit resolve localhost\n  sockit resolve 127.0.0.1        reverse lookup and conversions\n  sockit resolve 3232235777       an address written as a number\n  sockit resolve http --json      a service name: its ports"
+)]
+pub struct ResolveArgs {
+    /// A host name, an IPv4 or IPv6 address, an address as a number
+    /// (3232235777, 0xc0a80101), or a service name.
+    query: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Check which ports of a host accept connections (connect_ex style).
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  sockit probe 127.0.0.1 22,80,8000-8100\n  sockit probe localhost 53,123 --udp --timeout 500ms\n  sockit probe ::1 1-1024 --concurrency 200 --json"
+)]
+pub struct ProbeArgs {
+    /// Host name or address.
+    host: String,
+    /// Ports and ranges, comma-separated: 22,80,8000-8100.
+    ports: String,
+    /// Probe UDP instead of TCP.
+    #[arg(long)]
+    udp: bool,
+    /// How long to wait for each port.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Ports probed at once.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    concurrency: u16,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub fn ports(args: PortsArgs) -> anyhow::Result<ExitCode> {
+    let table = ports::table();
+    let found: Vec<&PortEntry> = match &args.query {
+        Some(query) => {
+            let query = ports::parse_query(query).map_err(anyhow::Error::msg)?;
+            ports::lookup(&table, &query)
+        }
+        None => table.iter().collect(),
+    };
+    if args.json {
+        print_json(&found)?;
+    } else {
+        println!(
+            "{:<7} {:<5} {:<20} {:<7} description",
+            "port", "proto", "name", "source"
+        );
+        for entry in &found {
+            let source = match entry.source {
+                ports::Source::Course => "course",
+                ports::Source::System => "system",
+            };
+            let mut name = entry.name.clone();
+            if !entry.aliases.is_empty() {
+                name = format!("{name} ({})", entry.aliases.join(", "));
+            }
+            println!(
+                "{:<7} {:<5} {:<20} {source:<7} {}",
+                entry.port, entry.protocol, name, entry.description
+            );
+        }
+    }
+    if found.is_empty() {
+        if !args.json {
+            eprintln!(
+                "sockit: no port matches {:?}",
+                args.query.unwrap_or_default()
+            );
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn resolve(args: ResolveArgs) -> anyhow::Result<ExitCode> {
+    let found = resolve::resolve(&args.query)?;
+    if args.json {
+        print_json(&found)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("this host:      {}", found.host_name);
+    if let Some(name) = &found.canonical_name {
+        println!("canonical name: {name}");
+    }
+    for address in &found.addresses {
+        let family = if address.is_ipv4() { "A   " } else { "AAAA" };
+        println!("{family}            {address}");
+    }
+    if let Some(reason) = &found.lookup_error {
+        println!("host lookup:    {reason}");
+    }
+    if let Some(conversions) = &found.conversions {
+        println!(
+            "reverse name:   {}",
+            found.reverse_name.as_deref().unwrap_or("(none)")
+        );
+        println!("as integer:     {}", conversions.integer);
+        println!("as hex:         {}", conversions.hex);
+        println!("packed (inet_aton/inet_pton): {}", conversions.packed);
+    }
+    for service in &found.services {
+        println!(
+            "service:        {} {}/{}",
+            service.name, service.port, service.protocol
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The JSON document `sockit probe --json` prints.
+#[derive(serde::Serialize)]
+struct ProbeReport<'a> {
+    host: &'a str,
+    address: String,
+    protocol: Protocol,
+    timeout_ms: u128,
+    results: Vec<probe::PortResult>,
+}
+
+pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
+    let ports = probe::parse_ports(&args.ports).map_err(anyhow::Error::msg)?;
+    let protocol = if args.udp {
+        Protocol::Udp
+    } else {
+        Protocol::Tcp
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let (address, results) = runtime.block_on(async {
+        let address = tokio::net::lookup_host((args.host.as_str(), 0))
+            .await
+            .with_context(|| format!("cannot resolve {}", args.host))?
+            .next()
+            .map(|a| a.ip());
+        let Some(address) = address else {
+            bail!("{} has no address", args.host);
+        };
+        let results = probe::probe(
+            address,
+            &ports,
+            protocol,
+            args.timeout,
+            args.concurrency.into(),
+        )
+        .await;
+        Ok((address, results))
+    })?;
+    if args.json {
+        print_json(&ProbeReport {
+            host: &args.host,
+            address: address.to_string(),
+            protocol,
+            timeout_ms: args.timeout.as_millis(),
+            results,
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{} ({address}), {protocol}", args.host);
+    println!("{:<7} {:<9} {:<16} detail", "port", "state", "service");
+    let open = results
+        .iter()
+        .filter(|r| r.state == PortState::Open)
+        .count();
+    for result in &results {
+        println!(
+            "{:<7} {:<9} {:<16} {}",
+            result.port,
+            result.state,
+            result.service.as_deref().unwrap_or("-"),
+            result.error.as_deref().unwrap_or("")
+        );
+    }
+    println!("{open} of {} ports open", results.len());
+    Ok(ExitCode::SUCCESS)
+}
