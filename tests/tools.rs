@@ -142,7 +142,7 @@ fn check_resolution(value: &Value) {
             ("host_name", is_string),
             ("query", is_string),
             ("kind", |k| {
-                ["name", "service", "address", "number"]
+                ["name", "service", "address", "number", "packed"]
                     .iter()
                     .any(|x| k == x)
             }),
@@ -228,6 +228,11 @@ fn resolve_converts_numbers_and_ipv6() {
     check_resolution(&number);
     assert_eq!(number["kind"], "number");
     assert_eq!(number["addresses"][0], "127.0.0.1");
+
+    let packed = json_of(&["resolve", r"b'\x7f\x00\x00\x01'", "--json"]);
+    check_resolution(&packed);
+    assert_eq!(packed["kind"], "packed");
+    assert_eq!(packed["addresses"][0], "127.0.0.1");
 
     let six = json_of(&["resolve", "::1", "--json"]);
     check_resolution(&six);

@@ -17,7 +17,7 @@ pub struct Resolution {
     /// This machine's host name.
     pub host_name: String,
     pub query: String,
-    /// `"name"`, `"service"`, `"address"` or `"number"`.
+    /// `"name"`, `"service"`, `"address"`, `"number"` or `"packed"`.
     pub kind: &'static str,
     /// The canonical name of a looked-up name.
     pub canonical_name: Option<String>,
@@ -81,6 +81,31 @@ pub fn conversions(address: IpAddr) -> Conversions {
         hex,
         packed,
         bytes,
+    }
+}
+
+/// Reads packed network-order bytes written as Python prints them,
+/// `b'\x7f\x00\x00\x01'` (or just `\x7f\x00\x00\x01`): 4 bytes are an IPv4
+/// address, 16 an IPv6 one.
+pub fn address_from_packed(text: &str) -> Option<IpAddr> {
+    let inner = text
+        .strip_prefix("b'")
+        .and_then(|t| t.strip_suffix('\''))
+        .unwrap_or(text);
+    let bytes: Option<Vec<u8>> = inner
+        .split("\\x")
+        .skip(1)
+        .map(|hex| {
+            (hex.len() == 2)
+                .then(|| u8::from_str_radix(hex, 16).ok())
+                .flatten()
+        })
+        .collect();
+    let bytes = bytes.filter(|_| inner.starts_with("\\x"))?;
+    match bytes.len() {
+        4 => Some(IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?)),
+        16 => Some(IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?)),
+        _ => None,
     }
 }
 
@@ -232,7 +257,8 @@ pub fn resolve(query: &str) -> Result<Resolution, ResolveError> {
         .parse::<IpAddr>()
         .ok()
         .map(|a| ("address", a))
-        .or_else(|| address_from_number(query).map(|a| ("number", a)));
+        .or_else(|| address_from_number(query).map(|a| ("number", a)))
+        .or_else(|| address_from_packed(query).map(|a| ("packed", a)));
     if let Some((kind, address)) = address {
         resolution.kind = kind;
         resolution.addresses = vec![address];
@@ -290,6 +316,28 @@ mod tests {
         assert_eq!(c.integer, "1");
         assert_eq!(c.hex, format!("0x{}1", "0".repeat(31)));
         assert_eq!(c.bytes.len(), 16);
+    }
+
+    #[test]
+    fn packed_bytes_read_back_as_addresses() {
+        assert_eq!(
+            address_from_packed(r"b'\x7f\x00\x00\x01'"),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            address_from_packed(r"\xc0\xa8\x01\x01"),
+            Some("192.168.1.1".parse().unwrap())
+        );
+        let six = format!("b'{}\\x01'", r"\x00".repeat(15));
+        assert_eq!(address_from_packed(&six), Some("::1".parse().unwrap()));
+        for bad in [
+            r"b'\x7f\x00'",
+            r"\x7g\x00\x00\x01",
+            "x7f",
+            r"b'\x7f\x00\x00\x001'",
+        ] {
+            assert_eq!(address_from_packed(bad), None, "{bad}");
+        }
     }
 
     #[test]
