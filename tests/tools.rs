@@ -89,6 +89,15 @@ fn ports_finds_by_number_range_and_name() {
         "{ports:?}"
     );
 
+    let udp = json_of(&["ports", "53/udp", "--json"]);
+    assert!(!udp.as_array().unwrap().is_empty());
+    assert!(
+        udp.as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["port"] == 53 && e["protocol"] == "udp")
+    );
+
     let named = json_of(&["ports", "MongoDB", "--json"]);
     assert_eq!(named[0]["port"], 27017);
 

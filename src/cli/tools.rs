@@ -16,7 +16,8 @@ use sockit::tools::resolve;
     after_help = "Examples:\n  sockit ports                 the whole table\n  sockit ports 3306\n  sockit ports 8000-8100\n  sockit ports redis --json"
 )]
 pub struct PortsArgs {
-    /// A port (22), a range (8000-8100) or a name to search for (ssh, sql).
+    /// A port (22), a range (8000-8100) or a name to search for (ssh, sql);
+    /// add /tcp or /udp for one protocol (53/udp).
     query: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -70,8 +71,11 @@ pub fn ports(args: PortsArgs) -> anyhow::Result<ExitCode> {
     let table = ports::table();
     let found: Vec<&PortEntry> = match &args.query {
         Some(query) => {
+            let (query, protocol) = ports::split_protocol(query);
             let query = ports::parse_query(query).map_err(anyhow::Error::msg)?;
-            ports::lookup(&table, &query)
+            let mut found = ports::lookup(&table, &query);
+            found.retain(|entry| protocol.is_none_or(|p| entry.protocol == p));
+            found
         }
         None => table.iter().collect(),
     };

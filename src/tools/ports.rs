@@ -2,7 +2,8 @@
 //! system's services database (`/etc/services`) when there is one.
 //!
 //! A query is a port number (`22`), a range (`8000-8100`) or a name, matched
-//! case-insensitively against service names, aliases and descriptions.
+//! case-insensitively against service names, aliases and descriptions; a
+//! `/tcp` or `/udp` suffix keeps one protocol (`53/udp`).
 
 use serde::Serialize;
 
@@ -236,6 +237,15 @@ pub fn parse_query(text: &str) -> Result<Query, String> {
     Ok(Query::Name(text.to_lowercase()))
 }
 
+/// Splits a `/tcp` or `/udp` suffix off a query: `53/udp` → (`53`, udp).
+pub fn split_protocol(text: &str) -> (&str, Option<Protocol>) {
+    match text.rsplit_once('/') {
+        Some((rest, protocol)) if protocol.eq_ignore_ascii_case("tcp") => (rest, Some(Tcp)),
+        Some((rest, protocol)) if protocol.eq_ignore_ascii_case("udp") => (rest, Some(Udp)),
+        _ => (text, None),
+    }
+}
+
 /// The entries matching `query`.
 pub fn lookup<'a>(table: &'a [PortEntry], query: &Query) -> Vec<&'a PortEntry> {
     table
@@ -301,6 +311,13 @@ mod tests {
             .map(|e| e.name.as_str())
             .collect();
         assert_eq!(on_22, vec!["ssh", "my-app"]);
+    }
+
+    #[test]
+    fn a_protocol_suffix_filters() {
+        assert_eq!(split_protocol("53/udp"), ("53", Some(Udp)));
+        assert_eq!(split_protocol("dns/TCP"), ("dns", Some(Tcp)));
+        assert_eq!(split_protocol("8000-8100"), ("8000-8100", None));
     }
 
     #[test]
