@@ -113,10 +113,14 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 /// The error chain on one line, `what: why: why`, with a hint when one helps.
 pub fn one_line(err: &anyhow::Error) -> String {
     let mut line = format!("{err:#}").replace('\n', " ");
-    let hint = err
-        .chain()
-        .find_map(|cause| cause.downcast_ref::<sockit::endpoint::SetupError>())
-        .and_then(sockit::endpoint::SetupError::hint);
+    let hint = err.chain().find_map(|cause| {
+        let bind = cause.downcast_ref::<sockit::endpoint::BindError>();
+        let setup = cause.downcast_ref::<sockit::endpoint::SetupError>();
+        let model = cause.downcast_ref::<sockit::echo::models::ModelError>();
+        bind.and_then(sockit::endpoint::BindError::hint)
+            .or_else(|| setup.and_then(sockit::endpoint::SetupError::hint))
+            .or_else(|| model.and_then(sockit::echo::models::ModelError::hint))
+    });
     if let Some(hint) = hint {
         line.push_str("; hint: ");
         line.push_str(&hint);

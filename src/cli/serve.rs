@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use sockit::config::{self, FileConfig, Overrides, Settings};
+use sockit::config::{self, EchoSettings, FileConfig, Overrides, Settings};
+use sockit::echo::Model;
+use sockit::echo::models::ModelServer;
 use sockit::serve::Services;
 use sockit::shutdown::{Drained, Shutdown};
 use sockit::users::UserStore;
@@ -92,6 +94,39 @@ struct EchoArgs {
     /// Echo bytes unchanged instead of upper-casing ASCII letters.
     #[arg(long)]
     plain: bool,
+    /// The concurrency model (see docs/models.md); all but async serve TCP
+    /// (and UDP, in a blocking loop) without an async runtime.
+    #[arg(long, value_enum, default_value_t = ModelArg::Async)]
+    model: ModelArg,
+    /// epoll model: event loops on their own threads, sharing the port with SO_REUSEPORT.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: u16,
+    /// thread model: the most connection threads at once.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_threads: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ModelArg {
+    Iterative,
+    Thread,
+    Fork,
+    Poll,
+    Epoll,
+    Async,
+}
+
+impl From<ModelArg> for Model {
+    fn from(model: ModelArg) -> Model {
+        match model {
+            ModelArg::Iterative => Model::Iterative,
+            ModelArg::Thread => Model::Thread,
+            ModelArg::Fork => Model::Fork,
+            ModelArg::Poll => Model::Poll,
+            ModelArg::Epoll => Model::Epoll,
+            ModelArg::Async => Model::Async,
+        }
+    }
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -104,10 +139,27 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         bind: args.bind,
         data_dir: args.data_dir,
     };
+    let teaching_model = match &args.service {
+        Some(Service::Echo(echo)) if echo.model != ModelArg::Async => Some((
+            Model::from(echo.model),
+            echo.workers,
+            echo.max_threads,
+            echo.udp.is_some(),
+        )),
+        _ => None,
+    };
     let settings = match args.service {
         Some(service) => only(service, &file, &overrides, &origin)?,
         None => file.resolve(&overrides, &origin)?,
     };
+    if let Some((model, workers, max_threads, udp_asked)) = teaching_model {
+        let mut echo = settings.echo.clone().expect("echo is enabled");
+        // The models are about TCP; UDP runs alongside only when asked for.
+        if !udp_asked {
+            echo.udp = None;
+        }
+        return serve_model(model, &echo, workers.into(), max_threads as usize);
+    }
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create the data dir {}", settings.data_dir.display()))?;
 
@@ -115,6 +167,27 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let result = runtime.block_on(serve(settings));
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     result
+}
+
+/// Runs a teaching model: no async runtime is started in this process (the
+/// fork model requires it), and it runs until the process is signalled.
+fn serve_model(
+    model: Model,
+    echo: &EchoSettings,
+    workers: usize,
+    max_threads: usize,
+) -> anyhow::Result<ExitCode> {
+    let server = ModelServer::bind(model, echo, workers, max_threads)?;
+    let mut stdout = std::io::stdout().lock();
+    for endpoint in server.endpoints() {
+        writeln!(stdout, "{endpoint}")?;
+    }
+    stdout.flush()?;
+    drop(stdout);
+    server
+        .run()
+        .with_context(|| format!("echo: the {} model stopped", model.name()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Settings with only the service named on the command line enabled, its

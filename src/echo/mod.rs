@@ -6,9 +6,21 @@
 //! service is binary-safe and a reply always has the length of its request.
 //!
 //! [`Echo`] binds the configured TCP, UDP and Unix sockets, then runs them:
-//! streams in [`async_tasks`], datagrams in [`udp`].
+//! streams in [`async_tasks`], datagrams in [`udp`]. That is the default
+//! model; the others (see [`Model`]) run from `sockit serve echo --model` on
+//! plain threads, without an async runtime: [`iterative`], [`threads`],
+//! [`fork`] and the blocking UDP loop share [`blocking`]; [`poll`] and
+//! [`epoll`] share [`nonblocking`].
 
 pub mod async_tasks;
+pub mod blocking;
+pub mod epoll;
+pub mod fork;
+pub mod iterative;
+pub mod models;
+pub mod nonblocking;
+pub mod poll;
+pub mod threads;
 pub mod udp;
 
 use std::path::PathBuf;
@@ -18,6 +30,49 @@ use tokio::net::{TcpListener, UdpSocket, UnixListener};
 use crate::config::EchoSettings;
 use crate::endpoint::{self, BindError, Endpoint, Origin, SocketFile};
 use crate::shutdown::Shutdown;
+
+/// How the TCP echo server serves many clients: the concurrency models the
+/// course teaches, one module each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Model {
+    /// One client at a time ([`iterative`]).
+    Iterative,
+    /// A thread per connection ([`threads`]).
+    Thread,
+    /// A process per connection ([`fork`]).
+    Fork,
+    /// One thread, `poll(2)` ([`poll`]).
+    Poll,
+    /// `epoll` event loops through mio ([`epoll`]).
+    Epoll,
+    /// tokio tasks on a multi-threaded runtime ([`async_tasks`]).
+    #[default]
+    Async,
+}
+
+impl Model {
+    /// Every model, in the order the course teaches them.
+    pub const ALL: [Model; 6] = [
+        Model::Iterative,
+        Model::Thread,
+        Model::Fork,
+        Model::Poll,
+        Model::Epoll,
+        Model::Async,
+    ];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::Iterative => "iterative",
+            Model::Thread => "thread",
+            Model::Fork => "fork",
+            Model::Poll => "poll",
+            Model::Epoll => "epoll",
+            Model::Async => "async",
+        }
+    }
+}
 
 /// What the service does to each byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,13 +111,13 @@ pub struct Echo {
     max_connections: usize,
 }
 
-const TCP_ORIGIN: Origin = Origin {
+pub(crate) const TCP_ORIGIN: Origin = Origin {
     service: "echo",
     protocol: "tcp",
     flag: "sockit serve echo --tcp ADDR",
     config_key: "echo.port",
 };
-const UDP_ORIGIN: Origin = Origin {
+pub(crate) const UDP_ORIGIN: Origin = Origin {
     service: "echo",
     protocol: "udp",
     flag: "sockit serve echo --udp ADDR",
