@@ -10,6 +10,7 @@
 //! - [`frame`]: the length-prefixed frame codec that puts message boundaries on TCP.
 //! - [`echo`]: the uppercase echo service over TCP, UDP and Unix sockets.
 //! - [`http`]: the browser console: Hello World, health, metrics, live dashboard.
+//! - [`bench`]: load generators that check every reply, and the models side by side.
 //! - [`bot`]: the 10086 menu bot (menu scripts, line sessions, telnet-safe).
 //! - [`connect`]: the client behind `sockit connect` (prompt loop, `nc`-style pipe).
 //! - [`size`]: byte sizes as people write them (`500M`) and read them (`1.5 KiB`).
@@ -26,6 +27,7 @@
 //! and a runtime, and presents results; everything a test can drive in-process
 //! lives here.
 
+pub mod bench;
 pub mod bot;
 pub mod config;
 pub mod connect;

@@ -4,6 +4,7 @@
 //! Each subcommand family has its own file and builds the tokio runtime it needs
 //! (see `main.rs` for why `main` does not).
 
+mod bench;
 mod config;
 mod connect;
 mod serve;
@@ -48,6 +49,7 @@ enum Command {
     Ports(tools::PortsArgs),
     Resolve(tools::ResolveArgs),
     Probe(tools::ProbeArgs),
+    Bench(bench::BenchArgs),
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  sockit completions bash > /etc/bash_completion.d/sockit")]
     Completions {
@@ -66,6 +68,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ports(args) => tools::ports(args),
         Command::Resolve(args) => tools::resolve(args),
         Command::Probe(args) => tools::probe(args),
+        Command::Bench(args) => bench::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

@@ -21,6 +21,9 @@ use crate::shutdown::Shutdown;
 /// The most a session reads (and so holds) at once.
 pub const CHUNK: usize = 64 * 1024;
 
+/// The buffer a session starts with.
+const FIRST_CHUNK: usize = 2 * 1024;
+
 /// Accepts on `listener` and echoes every connection until shutdown.
 pub async fn run<L: Accept>(
     listener: L,
@@ -61,7 +64,9 @@ async fn echo_until_end<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; CHUNK];
+    // Start small and grow while reads fill the buffer: an idle connection
+    // then costs a few KiB, a busy one reads up to CHUNK at a time.
+    let mut buf = vec![0u8; FIRST_CHUNK];
     loop {
         let read = tokio::select! {
             biased;
@@ -75,6 +80,9 @@ where
         transform.apply(&mut buf[..read]);
         stream.write_all(&buf[..read]).await?;
         traffic.bytes_out += read as u64;
+        if read == buf.len() && buf.len() < CHUNK {
+            buf.resize((buf.len() * 2).min(CHUNK), 0);
+        }
     }
     // Stopping: answer nothing more, tell the peer we are done, and wait for it
     // to close so it reads our last bytes before any reset could discard them.

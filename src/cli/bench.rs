@@ -1,0 +1,415 @@
+//! `sockit bench`: measure echo servers, UDP, connection rates, and the echo
+//! models side by side.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use sockit::bench::load::{self, EchoLoad, Progress};
+use sockit::bench::{self, ModelProcess, Row, report};
+use sockit::echo::{Model, Transform};
+
+/// Measure servers: echo round trips, UDP, connection rate, the echo models.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  sockit bench echo --addr 127.0.0.1:8080 --conns 1,50 --size 64,16384 --secs 5\n  sockit bench models --secs 5 --svg models.svg --against c-epoll=127.0.0.1:9000"
+)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    Echo(EchoArgs),
+    Udp(UdpArgs),
+    Connect(ConnectArgs),
+    Models(ModelsArgs),
+}
+
+/// What the echo loads share.
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Connection counts to try, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,50")]
+    conns: Vec<usize>,
+    /// Message sizes in bytes to try, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "64,16384")]
+    size: Vec<usize>,
+    /// Seconds per load.
+    #[arg(long, default_value_t = 5.0)]
+    secs: f64,
+    /// Messages in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// The server echoes unchanged (default: it upper-cases).
+    #[arg(long)]
+    plain: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl LoadArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.secs > 0.0 && self.secs <= 3600.0,
+            "--secs must be between 0 and 3600"
+        );
+        anyhow::ensure!(
+            self.conns.iter().all(|c| (1..=100_000).contains(c)),
+            "--conns must be 1 to 100000"
+        );
+        anyhow::ensure!(
+            self.size.iter().all(|s| (1..=16 << 20).contains(s)),
+            "--size must be 1 B to 16 MiB"
+        );
+        anyhow::ensure!(
+            (1..=1024).contains(&self.pipeline),
+            "--pipeline must be 1 to 1024"
+        );
+        Ok(())
+    }
+
+    fn loads(&self, addr: SocketAddr) -> Vec<EchoLoad> {
+        let mut loads = Vec::new();
+        for &conns in &self.conns {
+            for &size in &self.size {
+                loads.push(EchoLoad {
+                    addr,
+                    conns,
+                    size,
+                    pipeline: self.pipeline,
+                    duration: Duration::from_secs_f64(self.secs),
+                    expect: Transform::from_plain(self.plain),
+                });
+            }
+        }
+        loads
+    }
+}
+
+/// Request/response round trips against a running echo server; every reply is checked.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  sockit bench echo --addr 127.0.0.1:8080 --conns 1,50,500 --size 64 --secs 5 --json"
+)]
+struct EchoArgs {
+    /// The server to load.
+    #[arg(long)]
+    addr: SocketAddr,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+/// Datagrams per second and loss against a UDP echo server.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  sockit bench udp --addr 127.0.0.1:8080 --sockets 16 --size 64 --secs 5"
+)]
+struct UdpArgs {
+    #[arg(long)]
+    addr: SocketAddr,
+    /// Sockets sending at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    sockets: u16,
+    /// Datagram size in bytes.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_507))]
+    size: u32,
+    #[arg(long, default_value_t = 5.0)]
+    secs: f64,
+    /// How long to wait for each reply before counting it lost.
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    wait: Duration,
+    #[arg(long)]
+    plain: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Connections opened per second.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  sockit bench connect --addr 127.0.0.1:8080 --concurrency 50 --secs 5"
+)]
+struct ConnectArgs {
+    #[arg(long)]
+    addr: SocketAddr,
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    concurrency: u16,
+    #[arg(long, default_value_t = 5.0)]
+    secs: f64,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Start each echo model in turn on an ephemeral port, load it, and compare.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  sockit bench models --conns 1,50,500 --size 64,16384 --secs 5 --svg docs/img/models.svg \\\n      --against python-threading=127.0.0.1:9001 --against c-epoll=127.0.0.1:9002 --idle 10000"
+)]
+struct ModelsArgs {
+    /// Models to start, comma-separated [default: all].
+    #[arg(long, value_delimiter = ',')]
+    models: Vec<String>,
+    /// Also load a running server: NAME=ADDR (repeatable).
+    #[arg(long, value_parser = parse_against)]
+    against: Vec<(String, SocketAddr)>,
+    /// Also measure memory per idle connection with this many connections
+    /// (event-loop models only: the others would not serve them all).
+    #[arg(long)]
+    idle: Option<usize>,
+    /// Write a chart of throughput and p99 per server.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+fn parse_against(text: &str) -> Result<(String, SocketAddr), String> {
+    let (name, addr) = text.split_once('=').ok_or("expected NAME=ADDR")?;
+    let addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an address such as 127.0.0.1:9000"))?;
+    Ok((name.to_owned(), addr))
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    bench::raise_file_limit();
+    let runtime = super::runtime()?;
+    let result = runtime.block_on(async {
+        match args.what {
+            Bench::Echo(args) => echo(args).await,
+            Bench::Udp(args) => udp(args).await,
+            Bench::Connect(args) => connect(args).await,
+            Bench::Models(args) => models(args).await,
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
+}
+
+fn print_rows(rows: &[Row], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+    } else {
+        print!("{}", report::table(rows));
+    }
+    Ok(())
+}
+
+/// Exit 1 when any reply was wrong: a benchmark of a broken server failed.
+fn verdict(rows: &[Row]) -> ExitCode {
+    if rows.iter().any(|r| r.errors > 0) {
+        eprintln!("sockit: bench: some replies were wrong or short (see the errors column)");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn echo(args: EchoArgs) -> anyhow::Result<ExitCode> {
+    args.load.check()?;
+    let mut rows = Vec::new();
+    for load in args.load.loads(args.addr) {
+        let progress = Arc::new(Progress::default());
+        let ticker = std::io::stderr().is_terminal().then(|| {
+            let progress = progress.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                let mut seconds = 0;
+                loop {
+                    tick.tick().await;
+                    eprint!(
+                        "\r{} conns x {} B: {seconds} s, {} round trips, {} errors   ",
+                        load.conns,
+                        load.size,
+                        progress.round_trips.load(Ordering::Relaxed),
+                        progress.errors.load(Ordering::Relaxed)
+                    );
+                    seconds += 1;
+                }
+            })
+        });
+        let outcome = load::echo(load, progress).await;
+        if let Some(ticker) = ticker {
+            ticker.abort();
+            eprint!("\r\x1b[K");
+        }
+        rows.push(Row::new(&args.addr.to_string(), &load, &outcome, None));
+    }
+    print_rows(&rows, args.load.json)?;
+    Ok(verdict(&rows))
+}
+
+#[derive(Serialize)]
+struct UdpReport {
+    sent: u64,
+    answered: u64,
+    lost: u64,
+    errors: u64,
+    datagrams_per_sec: f64,
+    loss_percent: f64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+async fn udp(args: UdpArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.secs > 0.0 && args.secs <= 3600.0,
+        "--secs must be between 0 and 3600"
+    );
+    let outcome = load::udp(
+        args.addr,
+        args.sockets.into(),
+        args.size as usize,
+        Duration::from_secs_f64(args.secs),
+        args.wait,
+        Transform::from_plain(args.plain),
+    )
+    .await
+    .context("cannot open UDP sockets")?;
+    let lost =
+        outcome.sent - outcome.answered - outcome.errors.min(outcome.sent - outcome.answered);
+    let report = UdpReport {
+        sent: outcome.sent,
+        answered: outcome.answered,
+        lost,
+        errors: outcome.errors,
+        datagrams_per_sec: outcome.answered as f64 / outcome.elapsed.as_secs_f64(),
+        loss_percent: 100.0 * lost as f64 / outcome.sent.max(1) as f64,
+        p50_us: outcome.latency.value_at_quantile(0.5),
+        p99_us: outcome.latency.value_at_quantile(0.99),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} datagrams/s answered, {} sent, {} lost ({:.2} %), {} wrong, p50 {} us, p99 {} us",
+            report.datagrams_per_sec as u64,
+            report.sent,
+            report.lost,
+            report.loss_percent,
+            report.errors,
+            report.p50_us,
+            report.p99_us
+        );
+    }
+    Ok(if report.errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[derive(Serialize)]
+struct ConnectReport {
+    connections: u64,
+    failures: u64,
+    connections_per_sec: f64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.secs > 0.0 && args.secs <= 3600.0,
+        "--secs must be between 0 and 3600"
+    );
+    let outcome = load::connect(
+        args.addr,
+        args.concurrency.into(),
+        Duration::from_secs_f64(args.secs),
+    )
+    .await;
+    let report = ConnectReport {
+        connections: outcome.connections,
+        failures: outcome.failures,
+        connections_per_sec: outcome.connections as f64 / outcome.elapsed.as_secs_f64(),
+        p50_us: outcome.latency.value_at_quantile(0.5),
+        p99_us: outcome.latency.value_at_quantile(0.99),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} connections/s, {} failed, connect p50 {} us, p99 {} us",
+            report.connections_per_sec as u64, report.failures, report.p50_us, report.p99_us
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn models(args: ModelsArgs) -> anyhow::Result<ExitCode> {
+    args.load.check()?;
+    let models: Vec<Model> = if args.models.is_empty() {
+        Model::ALL.to_vec()
+    } else {
+        args.models
+            .iter()
+            .map(|name| {
+                Model::ALL
+                    .into_iter()
+                    .find(|m| m.name() == name)
+                    .with_context(|| format!("unknown model {name:?}"))
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let exe = std::env::current_exe().context("cannot find the sockit binary")?;
+    let scratch = tempfile_dir()?;
+    let mut rows = Vec::new();
+    let mut idle = Vec::new();
+    for model in models {
+        let server = ModelProcess::start(&exe, model.name(), &scratch)
+            .with_context(|| format!("cannot start the {} model", model.name()))?;
+        for load in args.load.loads(server.addr) {
+            rows.push(bench::measure(model.name(), load, Some(server.pid())).await);
+        }
+        if let Some(count) = args.idle
+            && matches!(model, Model::Async | Model::Epoll | Model::Poll)
+        {
+            let cost = bench::idle_cost(
+                server.addr,
+                server.pid(),
+                count,
+                Transform::from_plain(args.load.plain),
+            )
+            .await;
+            idle.push((model.name(), count, cost));
+        }
+    }
+    for (name, addr) in &args.against {
+        for load in args.load.loads(*addr) {
+            rows.push(bench::measure(name, load, None).await);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    print_rows(&rows, args.load.json)?;
+    if !args.load.json {
+        for (name, count, cost) in &idle {
+            match cost {
+                Some(kib) => println!("{name}: {count} idle connections cost {kib:.2} KiB each"),
+                None => println!("{name}: could not hold {count} idle connections"),
+            }
+        }
+    }
+    if let Some(path) = &args.svg {
+        report::chart(&rows, path)
+            .map_err(|err| anyhow::anyhow!("cannot draw {}: {err}", path.display()))?;
+    }
+    Ok(verdict(&rows))
+}
+
+/// A fresh directory for the model servers' data dirs.
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("sockit-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}

@@ -1,0 +1,90 @@
+//! `sockit bench` checks what it measures: against a server that corrupts
+//! one reply in a thousand it reports the errors; against a correct one, none.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::Value;
+use support::run_sockit;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// An uppercase echo that flips one bit in every thousandth reply; returns
+/// its address and the count of replies it corrupted.
+async fn broken_server() -> (String, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let replies = Arc::new(AtomicU64::new(0));
+    let corrupted = Arc::new(AtomicU64::new(0));
+    let flipped = corrupted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let replies = replies.clone();
+            let flipped = flipped.clone();
+            tokio::spawn(async move {
+                // The bench sends 64-byte messages, one at a time.
+                let mut message = [0u8; 64];
+                while stream.read_exact(&mut message).await.is_ok() {
+                    message.make_ascii_uppercase();
+                    if replies.fetch_add(1, Ordering::Relaxed) % 1000 == 999 {
+                        message[17] ^= 0x01;
+                        flipped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if stream.write_all(&message).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, corrupted)
+}
+
+fn bench_json(addr: &str) -> (Option<i32>, Value) {
+    let output = run_sockit(
+        &[
+            "bench", "echo", "--addr", addr, "--conns", "4", "--size", "64", "--secs", "1",
+            "--json",
+        ],
+        b"",
+    );
+    let rows: Value = serde_json::from_slice(&output.stdout).expect("bench prints JSON");
+    (output.status.code(), rows[0].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_replies_are_counted_as_errors() {
+    let (addr, corrupted) = broken_server().await;
+    let (code, row) = tokio::task::spawn_blocking(move || bench_json(&addr))
+        .await
+        .unwrap();
+    let flipped = corrupted.load(Ordering::Relaxed);
+    assert!(
+        flipped > 0,
+        "the load was too short to reach a corrupted reply: {row}"
+    );
+    let errors = row["errors"].as_u64().unwrap();
+    // Replies still in flight when the time was up are neither checked nor
+    // counted, so the bench may see one fewer per connection.
+    assert!(
+        errors <= flipped && errors + 4 >= flipped,
+        "bench saw {errors} errors, server corrupted {flipped}: {row}"
+    );
+    assert!(errors > 0, "{row}");
+    assert_eq!(code, Some(1), "a bench that saw wrong replies fails");
+}
+
+#[test]
+fn a_correct_server_gives_no_errors() {
+    let server = support::ServeProcess::serve(&["echo", "--tcp", "127.0.0.1:0"], 1);
+    let (code, row) = bench_json(&server.address("echo", "tcp"));
+    assert_eq!(code, Some(0), "{row}");
+    assert_eq!(row["errors"], 0);
+    assert!(row["round_trips_per_sec"].as_f64().unwrap() > 0.0);
+    for field in ["p50_us", "p99_us", "p999_us", "connect_p50_us", "starved"] {
+        assert!(row[field].is_u64(), "{field} in {row}");
+    }
+}
