@@ -119,12 +119,46 @@ impl SetupError {
     }
 }
 
-/// Binds a TCP listener.
+/// How many connections the kernel queues for `accept`. The standard
+/// library's 128 overflows when a few hundred clients connect at once (the
+/// overflowing SYNs are dropped and retried a second later); the kernel caps
+/// this at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// Binds a blocking TCP listener with [`LISTEN_BACKLOG`], optionally with
+/// `SO_REUSEPORT` so several listeners can share the port.
+///
+/// # Errors
+/// The socket cannot be created, bound or put in listening state.
+pub fn std_tcp_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        // `[::]` accepts IPv4 too, as the standard library's default does.
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Binds a TCP listener for the async runtime.
 ///
 /// # Errors
 /// A [`BindError`] carrying `origin`.
 pub async fn bind_tcp(addr: SocketAddr, origin: Origin) -> Result<TcpListener, BindError> {
-    TcpListener::bind(addr).await.map_err(|source| BindError {
+    let bound = std_tcp_listener(addr, false).and_then(|listener| {
+        listener.set_nonblocking(true)?;
+        TcpListener::from_std(listener)
+    });
+    bound.map_err(|source| BindError {
         origin,
         address: addr.to_string(),
         source,

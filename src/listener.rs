@@ -32,6 +32,21 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::shutdown::Shutdown;
 use crate::stats::{self, ServiceStats};
 
+/// Raises this process's open-file limit to its hard limit, so a server (or a
+/// load generator) with thousands of connections does not run out of file
+/// descriptors at the usual soft limit of 1024. Children inherit the limit.
+pub fn raise_open_file_limit() {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Peer {

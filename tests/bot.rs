@@ -238,6 +238,8 @@ async fn telnet_option_requests_are_answered_wont_and_dont() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_callers_walk_the_menu_at_once() {
+    // 500 callers and 500 sessions in this one process: past the usual 1024.
+    sockit::listener::raise_open_file_limit();
     let (addr, _shutdown) = start(config(Duration::from_secs(60))).await;
     let mut callers = tokio::task::JoinSet::new();
     for n in 0..500u32 {

@@ -99,19 +99,6 @@ fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// Raises this process's open-file limit to its hard limit, so loads with
-/// thousands of connections (and the servers it starts) do not hit EMFILE.
-pub fn raise_file_limit() {
-    // SAFETY: getrlimit/setrlimit on a local struct.
-    unsafe {
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
 /// Runs one echo load and samples the server's memory near its end.
 pub async fn measure(server: &str, load: EchoLoad, pid: Option<u32>) -> Row {
     let progress = Arc::new(Progress::default());

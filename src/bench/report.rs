@@ -49,6 +49,13 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
+/// One chart panel: where to draw, its title, and the value it shows.
+type Panel<'a, 'b> = (
+    &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    &'static str,
+    fn(&Row) -> f64,
+);
+
 /// Draws round trips per second and p99 latency for every server and load
 /// into an SVG file: one group of bars per load, one bar per server.
 ///
@@ -68,11 +75,7 @@ pub fn chart(rows: &[Row], path: &Path) -> Result<(), Box<dyn std::error::Error>
     let root = SVGBackend::new(path, (1100, 800)).into_drawing_area();
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(400);
-    let panels: [(
-        &DrawingArea<SVGBackend, plotters::coord::Shift>,
-        &str,
-        fn(&Row) -> f64,
-    ); 2] = [
+    let panels: [Panel; 2] = [
         (&top, "round trips per second (higher is better)", |r| {
             r.round_trips_per_sec
         }),

@@ -182,7 +182,7 @@ fn parse_against(text: &str) -> Result<(String, SocketAddr), String> {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    bench::raise_file_limit();
+    sockit::listener::raise_open_file_limit();
     let runtime = super::runtime()?;
     let result = runtime.block_on(async {
         match args.what {

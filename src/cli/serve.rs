@@ -130,6 +130,7 @@ impl From<ModelArg> for Model {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    sockit::listener::raise_open_file_limit();
     let origin = match &args.config {
         Some(path) => path.display().to_string(),
         None => "embedded default config".to_owned(),

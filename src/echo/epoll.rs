@@ -127,16 +127,7 @@ pub fn bind_workers(addr: std::net::SocketAddr, workers: usize) -> io::Result<Ve
     let mut listeners = Vec::with_capacity(workers);
     let mut addr = addr;
     for _ in 0..workers.max(1) {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            None,
-        )?;
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(1024)?;
-        let listener: TcpListener = socket.into();
+        let listener = crate::endpoint::std_tcp_listener(addr, true)?;
         addr = listener.local_addr()?;
         listeners.push(listener);
     }

@@ -8,7 +8,7 @@ use super::{
     Model, TCP_ORIGIN, Transform, UDP_ORIGIN, blocking, epoll, fork, iterative, poll, threads,
 };
 use crate::config::EchoSettings;
-use crate::endpoint::{BindError, Endpoint, Origin};
+use crate::endpoint::{self, BindError, Endpoint, Origin};
 
 /// A model cannot be set up as asked.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +86,8 @@ impl ModelServer {
         let tcp = if model == Model::Epoll {
             epoll::bind_workers(addr, workers).map_err(bind_error(TCP_ORIGIN, addr.to_string()))?
         } else {
-            vec![TcpListener::bind(addr).map_err(bind_error(TCP_ORIGIN, addr.to_string()))?]
+            let listener = endpoint::std_tcp_listener(addr, false);
+            vec![listener.map_err(bind_error(TCP_ORIGIN, addr.to_string()))?]
         };
         let udp = match settings.udp {
             Some(addr) => {
