@@ -4,8 +4,8 @@
 //! Echo: every connection sends `pipeline` messages of `size` bytes, then
 //! reads the replies and compares each byte with what an uppercase (or plain)
 //! echo must return; a wrong or short reply is an error, never a success.
-//! Messages differ on every round trip, so a reply from an earlier request
-//! cannot pass for the current one.
+//! Each connection cycles through 16 different requests, so a reply left over
+//! from an earlier round trip cannot pass for the current one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -138,55 +138,77 @@ async fn connection(
     outcome.connect_us = Some(connecting.elapsed().as_micros() as u64);
     let _ = stream.set_nodelay(true);
     let depth = load.pipeline.max(1);
-    let mut round = 0u64;
+    // A few distinct requests per connection, used in turn: any reply left
+    // over from one of the last VARIANTS - 1 round trips cannot pass for the
+    // current one, and no message is built on the hot path.
+    let batches: Vec<(Vec<u8>, Vec<u8>)> = (0..VARIANTS)
+        .map(|variant| {
+            let mut request = Vec::with_capacity(load.size * depth);
+            for slot in 0..depth {
+                request.extend_from_slice(&message(
+                    conn,
+                    (variant * depth + slot) as u64,
+                    load.size,
+                ));
+            }
+            let mut expected = request.clone();
+            load.expect.apply(&mut expected);
+            (request, expected)
+        })
+        .collect();
     let mut reply = vec![0u8; load.size * depth];
-    while tokio::time::Instant::now() < deadline {
-        let mut request = Vec::with_capacity(load.size * depth);
-        let mut expected = Vec::with_capacity(load.size * depth);
-        for _ in 0..depth {
-            let message = message(conn, round, load.size);
-            round += 1;
-            let mut answer = message.clone();
-            load.expect.apply(&mut answer);
-            request.extend_from_slice(&message);
-            expected.extend_from_slice(&answer);
-        }
+    let time_is_up = tokio::time::sleep_until(deadline);
+    tokio::pin!(time_is_up);
+    for (request, expected) in batches.iter().cycle() {
         let sent = Instant::now();
-        let (mut reader, mut writer) = stream.split();
         let exchange = async {
-            let (written, read) =
-                tokio::join!(writer.write_all(&request), reader.read_exact(&mut reply));
-            written.and(read)
-        };
-        match tokio::time::timeout_at(deadline, exchange).await {
-            Err(_time_is_up) => break,
-            Ok(Err(_short_or_failed)) => {
-                outcome.errors += depth as u64;
-                progress.errors.fetch_add(depth as u64, Ordering::Relaxed);
-                break;
+            if request.len() <= SEQUENTIAL_LIMIT {
+                // Small enough to sit in the socket buffers: write, then read.
+                stream.write_all(request).await?;
+                stream.read_exact(&mut reply).await.map(|_| ())
+            } else {
+                let (mut reader, mut writer) = stream.split();
+                let (written, read) =
+                    tokio::join!(writer.write_all(request), reader.read_exact(&mut reply));
+                written.and(read.map(|_| ()))
             }
-            Ok(Ok(_)) => {
-                let micros = (sent.elapsed().as_micros() as u64).max(1);
-                for (got, want) in reply
-                    .chunks(load.size.max(1))
-                    .zip(expected.chunks(load.size.max(1)))
-                {
-                    if got == want {
-                        outcome.round_trips += 1;
-                        let _ = outcome.latency.record(micros);
-                    } else {
-                        outcome.errors += 1;
-                        progress.errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                progress
-                    .round_trips
-                    .fetch_add(depth as u64, Ordering::Relaxed);
+        };
+        let exchanged = tokio::select! {
+            biased;
+            _ = &mut time_is_up => break,
+            exchanged = exchange => exchanged,
+        };
+        if exchanged.is_err() {
+            outcome.errors += depth as u64;
+            progress.errors.fetch_add(depth as u64, Ordering::Relaxed);
+            break;
+        }
+        let micros = (sent.elapsed().as_micros() as u64).max(1);
+        for (got, want) in reply
+            .chunks(load.size.max(1))
+            .zip(expected.chunks(load.size.max(1)))
+        {
+            if got == want {
+                outcome.round_trips += 1;
+                let _ = outcome.latency.record(micros);
+            } else {
+                outcome.errors += 1;
+                progress.errors.fetch_add(1, Ordering::Relaxed);
             }
         }
+        progress
+            .round_trips
+            .fetch_add(depth as u64, Ordering::Relaxed);
     }
     outcome
 }
+
+/// Distinct requests each connection cycles through.
+const VARIANTS: usize = 16;
+
+/// Requests up to this size are written whole before the reply is read; larger
+/// ones are written and read at once, as they may not fit in socket buffers.
+const SEQUENTIAL_LIMIT: usize = 64 * 1024;
 
 /// What a UDP load measured.
 #[derive(Debug, Clone)]

@@ -22,6 +22,10 @@ use sockit::echo::{Model, Transform};
     after_help = "Examples:\n  sockit bench echo --addr 127.0.0.1:8080 --conns 1,50 --size 64,16384 --secs 5\n  sockit bench models --secs 5 --svg models.svg --against c-epoll=127.0.0.1:9000"
 )]
 pub struct BenchArgs {
+    /// Threads generating load. One leaves the other cores to the server
+    /// under test, which usually shares this machine.
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
     #[command(subcommand)]
     what: Bench,
 }
@@ -183,7 +187,11 @@ fn parse_against(text: &str) -> Result<(String, SocketAddr), String> {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     sockit::listener::raise_open_file_limit();
-    let runtime = super::runtime()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.into())
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
         match args.what {
             Bench::Echo(args) => echo(args).await,
