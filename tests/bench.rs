@@ -88,3 +88,84 @@ fn a_correct_server_gives_no_errors() {
         assert!(row[field].is_u64(), "{field} in {row}");
     }
 }
+
+#[test]
+fn udp_and_connect_benches_measure_a_real_server() {
+    let server =
+        support::ServeProcess::serve(&["echo", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"], 2);
+    let udp = run_sockit(
+        &[
+            "bench",
+            "udp",
+            "--addr",
+            &server.address("echo", "udp"),
+            "--sockets",
+            "2",
+            "--secs",
+            "1",
+            "--json",
+        ],
+        b"",
+    );
+    assert!(
+        udp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&udp.stderr)
+    );
+    let report: Value = serde_json::from_slice(&udp.stdout).unwrap();
+    assert!(report["answered"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+
+    let connect = run_sockit(
+        &[
+            "bench",
+            "connect",
+            "--addr",
+            &server.address("echo", "tcp"),
+            "--concurrency",
+            "4",
+            "--secs",
+            "1",
+            "--json",
+        ],
+        b"",
+    );
+    assert!(
+        connect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&connect.stderr)
+    );
+    let report: Value = serde_json::from_slice(&connect.stdout).unwrap();
+    assert!(report["connections"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["failures"], 0, "{report}");
+}
+
+#[test]
+fn a_udp_bench_against_a_server_that_upper_cases_nothing_reports_errors() {
+    // A plain UDP echo: the default bench expects upper-case replies.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..n], peer);
+        }
+    });
+    let output = run_sockit(
+        &[
+            "bench",
+            "udp",
+            "--addr",
+            &addr,
+            "--sockets",
+            "1",
+            "--secs",
+            "1",
+            "--json",
+        ],
+        b"",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(report["errors"].as_u64().unwrap() > 0, "{report}");
+}
