@@ -61,12 +61,18 @@ struct LoadArgs {
     json: bool,
 }
 
+/// Checks a `--secs` value: more than 0, at most an hour.
+fn checked_duration(secs: f64) -> anyhow::Result<Duration> {
+    anyhow::ensure!(
+        secs > 0.0 && secs <= 3600.0,
+        "--secs must be between 0 and 3600"
+    );
+    Ok(Duration::from_secs_f64(secs))
+}
+
 impl LoadArgs {
     fn check(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.secs > 0.0 && self.secs <= 3600.0,
-            "--secs must be between 0 and 3600"
-        );
+        checked_duration(self.secs)?;
         anyhow::ensure!(
             self.conns.iter().all(|c| (1..=100_000).contains(c)),
             "--conns must be 1 to 100000"
@@ -270,15 +276,11 @@ struct UdpReport {
 }
 
 async fn udp(args: UdpArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        args.secs > 0.0 && args.secs <= 3600.0,
-        "--secs must be between 0 and 3600"
-    );
     let outcome = load::udp(
         args.addr,
         args.sockets.into(),
         args.size as usize,
-        Duration::from_secs_f64(args.secs),
+        checked_duration(args.secs)?,
         args.wait,
         Transform::from_plain(args.plain),
     )
@@ -327,14 +329,10 @@ struct ConnectReport {
 }
 
 async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        args.secs > 0.0 && args.secs <= 3600.0,
-        "--secs must be between 0 and 3600"
-    );
     let outcome = load::connect(
         args.addr,
         args.concurrency.into(),
-        Duration::from_secs_f64(args.secs),
+        checked_duration(args.secs)?,
     )
     .await;
     let report = ConnectReport {
