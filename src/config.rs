@@ -51,6 +51,37 @@ pub struct FileConfig {
     pub echo: EchoSection,
     pub http: HttpSection,
     pub bot: BotSection,
+    pub ftp: FtpSection,
+}
+
+/// `[ftp]`: the FTP server.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FtpSection {
+    pub enabled: bool,
+    pub port: u16,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for FtpSection {
+    fn default() -> Self {
+        FtpSection {
+            enabled: false,
+            port: 2121,
+            idle_timeout: Duration::from_secs(300),
+            max_connections: 200,
+        }
+    }
+}
+
+/// Resolved FTP settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FtpSettings {
+    pub addr: SocketAddr,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
 }
 
 /// `[bot]`: the 10086 menu bot.
@@ -217,6 +248,7 @@ pub struct Settings {
     pub echo: Option<EchoSettings>,
     pub http: Option<HttpSettings>,
     pub bot: Option<BotConfig>,
+    pub ftp: Option<FtpSettings>,
 }
 
 /// Resolved bot settings.
@@ -342,6 +374,17 @@ impl FileConfig {
             max_line: bot.max_line,
             max_connections: bot.max_connections,
         });
+        if self.ftp.max_connections == 0 {
+            return Err(out_of_range("ftp.max_connections", "must be at least 1"));
+        }
+        if self.ftp.idle_timeout.is_zero() {
+            return Err(out_of_range("ftp.idle_timeout", "must be more than 0s"));
+        }
+        let ftp = self.ftp.enabled.then(|| FtpSettings {
+            addr: SocketAddr::new(bind, self.ftp.port),
+            idle_timeout: self.ftp.idle_timeout,
+            max_connections: self.ftp.max_connections,
+        });
         let echo = &self.echo;
         let echo = echo.enabled.then(|| EchoSettings {
             tcp: echo.tcp.then_some(SocketAddr::new(bind, echo.port)),
@@ -356,6 +399,7 @@ impl FileConfig {
             echo,
             http,
             bot,
+            ftp,
         })
     }
 }

@@ -11,6 +11,7 @@ use crate::bot::Bot;
 use crate::config::Settings;
 use crate::echo::Echo;
 use crate::endpoint::{Endpoint, SetupError};
+use crate::ftp::Ftp;
 use crate::http::{self, AppState, Http};
 use crate::quota::Quotas;
 use crate::shutdown::Shutdown;
@@ -22,6 +23,7 @@ pub struct Services {
     echo: Option<Echo>,
     http: Option<Http>,
     bot: Option<Bot>,
+    ftp: Option<Ftp>,
     users: Arc<UserStore>,
     quotas: Arc<Quotas>,
 }
@@ -44,11 +46,16 @@ impl Services {
             Some(bot) => Some(Bot::bind(bot).await?),
             None => None,
         };
+        let ftp = match &settings.ftp {
+            Some(ftp) => Some(Ftp::bind(ftp).await?),
+            None => None,
+        };
         let users = Arc::new(UserStore::open(&settings.data_dir)?);
         Ok(Services {
             echo,
             http,
             bot,
+            ftp,
             users,
             quotas: Arc::new(Quotas::default()),
         })
@@ -59,7 +66,8 @@ impl Services {
         let echo = self.echo.iter().flat_map(Echo::endpoints);
         let http = self.http.iter().flat_map(Http::endpoints);
         let bot = self.bot.iter().flat_map(Bot::endpoints);
-        echo.chain(http).chain(bot).collect()
+        let ftp = self.ftp.iter().flat_map(Ftp::endpoints);
+        echo.chain(http).chain(bot).chain(ftp).collect()
     }
 
     /// Runs every service until `shutdown` is requested.
@@ -68,6 +76,9 @@ impl Services {
         let mut running = tokio::task::JoinSet::new();
         if let Some(echo) = self.echo {
             running.spawn(echo.run(shutdown.clone()));
+        }
+        if let Some(ftp) = self.ftp {
+            running.spawn(ftp.run(self.users.clone(), self.quotas.clone(), shutdown.clone()));
         }
         if let Some(bot) = self.bot {
             running.spawn(bot.run(shutdown.clone()));

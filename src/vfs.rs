@@ -17,6 +17,10 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// Names of the temporary files uploads write before renaming them into
+/// place start with this; listings hide them and clients cannot name them.
+pub const UPLOAD_PREFIX: &str = ".sockit-upload-";
+
 /// Why a client path cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum VfsError {

@@ -40,6 +40,18 @@ enum Service {
     Echo(EchoArgs),
     Http(HttpArgs),
     Bot(BotArgs),
+    Ftp(FtpArgs),
+}
+
+/// Run the FTP server alone (first part: passive mode, core commands; see docs/ftp.md).
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  sockit serve ftp                             on 127.0.0.1:2121\n  sockit serve ftp --addr 127.0.0.1:0\n  curl -u alice ftp://127.0.0.1:2121/"
+)]
+struct FtpArgs {
+    /// Listen on this address instead of the config's.
+    #[arg(long, value_name = "ADDR")]
+    addr: Option<SocketAddr>,
 }
 
 /// Run the 10086 menu bot alone (a line-based service for nc, telnet and `sockit connect`).
@@ -203,6 +215,7 @@ fn only(
     only.echo.enabled = matches!(service, Service::Echo(_));
     only.http.enabled = matches!(service, Service::Http(_));
     only.bot.enabled = matches!(service, Service::Bot(_));
+    only.ftp.enabled = matches!(service, Service::Ftp(_));
     let mut settings = only.resolve(overrides, origin)?;
     match service {
         Service::Echo(flags) => {
@@ -218,6 +231,12 @@ fn only(
             let http = settings.http.as_mut().expect("http is enabled");
             if let Some(addr) = flags.addr {
                 http.addr = addr;
+            }
+        }
+        Service::Ftp(flags) => {
+            let ftp = settings.ftp.as_mut().expect("ftp is enabled");
+            if let Some(addr) = flags.addr {
+                ftp.addr = addr;
             }
         }
         Service::Bot(flags) => {
@@ -252,7 +271,7 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let services = Services::bind(&settings).await?;
-    if settings.http.is_some() {
+    if settings.http.is_some() || settings.ftp.is_some() {
         create_first_admin(&settings.data_dir)?;
     }
     let endpoints = services.endpoints();

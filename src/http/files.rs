@@ -26,11 +26,8 @@ use super::auth::{Protected, SignedIn, percent_encode};
 use super::error::FileError;
 use super::session::{Session, random_token};
 use crate::users::{Permissions, User};
-use crate::vfs::{Jail, VirtualPath};
+use crate::vfs::{Jail, UPLOAD_PREFIX, VirtualPath};
 use crate::{size, stats};
-
-/// Temporary upload files start with this and are hidden from listings.
-const UPLOAD_PREFIX: &str = ".sockit-upload-";
 
 /// A signed-in user's home: their account as it is now, and its jail.
 struct Home {

@@ -1,0 +1,152 @@
+//! FTP commands: one control line in, one typed [`Command`] out. Pure: no
+//! I/O, so every odd input can be tested here.
+//!
+//! RFC 959 section 4.1: a command is a keyword of up to four letters,
+//! case-insensitive, then optionally a space and an argument, ended by
+//! CRLF. Paths may contain spaces, so the argument is the rest of the line.
+
+use crate::users::Secret;
+
+/// The longest control line accepted (RFC 959 sets no limit; vsftpd uses 4 KiB).
+pub const MAX_LINE: usize = 4096;
+
+/// Representation types (RFC 959 3.1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferType {
+    /// `TYPE A`: text, line endings converted to CRLF on the wire.
+    Ascii,
+    /// `TYPE I`: bytes as they are.
+    Image,
+}
+
+/// A parsed control command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    User(String),
+    Pass(Secret),
+    Syst,
+    Feat,
+    Opts(String),
+    Type(TransferType),
+    Pwd,
+    Cwd(String),
+    Cdup,
+    Pasv,
+    Epsv,
+    List(Option<String>),
+    Nlst(Option<String>),
+    Retr(String),
+    Stor(String),
+    Size(String),
+    Mkd(String),
+    Rmd(String),
+    Dele(String),
+    Noop,
+    Quit,
+    /// A known command with a missing or malformed argument.
+    BadArgument(&'static str),
+    /// A command this server does not implement.
+    Unknown(String),
+}
+
+/// Parses one control line (without its CRLF).
+pub fn parse(line: &str) -> Command {
+    let line = line.trim_end_matches(['\r', '\n']);
+    let (keyword, argument) = match line.split_once(' ') {
+        Some((keyword, argument)) => (keyword, Some(argument)),
+        None => (line, None),
+    };
+    let required = |name: &'static str| match argument {
+        Some(arg) if !arg.is_empty() => Ok(arg.to_owned()),
+        _ => Err(Command::BadArgument(name)),
+    };
+    // `LIST -la dir`: clients send ls options; they are not part of the path.
+    let listing_path = || {
+        argument
+            .map(|arg| {
+                arg.split(' ')
+                    .filter(|word| !word.starts_with('-'))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .filter(|path| !path.is_empty())
+    };
+    let parsed = match keyword.to_ascii_uppercase().as_str() {
+        "USER" => required("USER").map(Command::User),
+        "PASS" => Ok(Command::Pass(Secret::new(argument.unwrap_or("")))),
+        "SYST" => Ok(Command::Syst),
+        "FEAT" => Ok(Command::Feat),
+        "OPTS" => required("OPTS").map(Command::Opts),
+        "TYPE" => match argument.map(|a| a.trim().to_ascii_uppercase()).as_deref() {
+            Some("A") | Some("A N") => Ok(Command::Type(TransferType::Ascii)),
+            Some("I") | Some("L 8") => Ok(Command::Type(TransferType::Image)),
+            _ => Err(Command::BadArgument("TYPE")),
+        },
+        "PWD" | "XPWD" => Ok(Command::Pwd),
+        "CWD" | "XCWD" => required("CWD").map(Command::Cwd),
+        "CDUP" | "XCUP" => Ok(Command::Cdup),
+        "PASV" => Ok(Command::Pasv),
+        "EPSV" => Ok(Command::Epsv),
+        "LIST" => Ok(Command::List(listing_path())),
+        "NLST" => Ok(Command::Nlst(listing_path())),
+        "RETR" => required("RETR").map(Command::Retr),
+        "STOR" => required("STOR").map(Command::Stor),
+        "SIZE" => required("SIZE").map(Command::Size),
+        "MKD" | "XMKD" => required("MKD").map(Command::Mkd),
+        "RMD" | "XRMD" => required("RMD").map(Command::Rmd),
+        "DELE" => required("DELE").map(Command::Dele),
+        "NOOP" => Ok(Command::Noop),
+        "QUIT" => Ok(Command::Quit),
+        _ => Ok(Command::Unknown(keyword.chars().take(16).collect())),
+    };
+    parsed.unwrap_or_else(|bad| bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_case_insensitively_with_their_arguments() {
+        let table = [
+            ("USER alice", Command::User("alice".into())),
+            ("user alice", Command::User("alice".into())),
+            ("PWD", Command::Pwd),
+            (
+                "CWD my dir/with spaces",
+                Command::Cwd("my dir/with spaces".into()),
+            ),
+            ("TYPE I", Command::Type(TransferType::Image)),
+            ("TYPE a", Command::Type(TransferType::Ascii)),
+            ("LIST", Command::List(None)),
+            ("LIST -la", Command::List(None)),
+            ("LIST -la docs", Command::List(Some("docs".into()))),
+            ("RETR 报告.txt\r\n", Command::Retr("报告.txt".into())),
+            ("STOR a b.txt", Command::Stor("a b.txt".into())),
+            ("QUIT", Command::Quit),
+            ("XMKD new", Command::Mkd("new".into())),
+        ];
+        for (line, expected) in table {
+            assert_eq!(parse(line), expected, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn missing_arguments_and_unknown_commands_are_values_not_panics() {
+        assert_eq!(parse("RETR"), Command::BadArgument("RETR"));
+        assert_eq!(parse("RETR "), Command::BadArgument("RETR"));
+        assert_eq!(parse("TYPE X"), Command::BadArgument("TYPE"));
+        assert_eq!(parse("SITE CHMOD 777 x"), Command::Unknown("SITE".into()));
+        assert_eq!(parse(""), Command::Unknown(String::new()));
+        assert!(matches!(parse("\u{0}\u{1}garbage"), Command::Unknown(_)));
+    }
+
+    #[test]
+    fn the_password_is_kept_secret() {
+        let Command::Pass(secret) = parse("PASS hunter2") else {
+            panic!()
+        };
+        assert_eq!(secret.expose(), "hunter2");
+        assert!(!format!("{:?}", parse("PASS hunter2")).contains("hunter2"));
+    }
+}

@@ -1,0 +1,83 @@
+//! Directory listings in the `ls -l` form FTP clients parse (LIST), and bare
+//! names (NLST). Pure formatting: the session gathers the entries.
+
+use std::time::SystemTime;
+
+/// One directory entry to list.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: String,
+    pub dir: bool,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// `Nov 23 05:39`, or `Nov 23  2025` for dates more than six months from now,
+/// as `ls -l` writes them (UTC).
+fn ls_date(modified: SystemTime, now: SystemTime) -> String {
+    let stamp = humantime::format_rfc3339_seconds(modified).to_string();
+    // YYYY-MM-DDTHH:MM:SSZ
+    let (year, month, day, time) = (&stamp[0..4], &stamp[5..7], &stamp[8..10], &stamp[11..16]);
+    let month = MONTHS[month.parse::<usize>().unwrap_or(1).clamp(1, 12) - 1];
+    let day = day.trim_start_matches('0');
+    let half_year = std::time::Duration::from_secs(183 * 24 * 3600);
+    let recent = match now.duration_since(modified) {
+        Ok(age) => age < half_year,
+        Err(ahead) => ahead.duration() < half_year,
+    };
+    if recent {
+        format!("{month} {day:>2} {time}")
+    } else {
+        format!("{month} {day:>2}  {year}")
+    }
+}
+
+/// One `LIST` line, without the CRLF.
+pub fn long_line(entry: &Entry, now: SystemTime) -> String {
+    let mode = if entry.dir {
+        "drwxr-xr-x"
+    } else {
+        "-rw-r--r--"
+    };
+    format!(
+        "{mode} 1 ftp ftp {:>12} {} {}",
+        entry.size,
+        ls_date(entry.modified, now),
+        entry.name
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn lines_look_like_ls() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        let entry = Entry {
+            name: "报告 final.txt".into(),
+            dir: false,
+            size: 1234,
+            modified: now - Duration::from_secs(3600),
+        };
+        let line = long_line(&entry, now);
+        assert!(
+            line.starts_with("-rw-r--r-- 1 ftp ftp         1234 "),
+            "{line}"
+        );
+        assert!(line.ends_with(" 报告 final.txt"), "{line}");
+        let old = Entry {
+            modified: SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000),
+            dir: true,
+            ..entry
+        };
+        let line = long_line(&old, now);
+        assert!(line.starts_with("drwxr-xr-x"), "{line}");
+        assert!(line.contains("Sep 13  2020"), "{line}");
+    }
+}

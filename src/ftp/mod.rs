@@ -1,0 +1,85 @@
+//! The FTP server (RFC 959, with EPSV from RFC 2428 and SIZE from RFC 3659):
+//! the course's multi-user file server, for real FTP clients.
+//!
+//! [`command`] parses control lines (pure); [`session`] runs one control
+//! connection; [`listing`] formats LIST lines. Users, homes, permissions and
+//! quotas are the shared ones (`users`, `vfs`, `quota`) that the HTTP console
+//! uses too. This is the first part of the server: passive mode only, and the
+//! commands listed in `docs/ftp.md`.
+
+pub mod command;
+pub mod listing;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::FtpSettings;
+use crate::endpoint::{self, Endpoint, Origin, SetupError};
+use crate::listener;
+use crate::quota::Quotas;
+use crate::shutdown::Shutdown;
+use crate::throttle::{Policy, Throttle};
+use crate::users::UserStore;
+use session::FtpContext;
+
+const ORIGIN: Origin = Origin {
+    service: "ftp",
+    protocol: "tcp",
+    flag: "sockit serve ftp --addr ADDR",
+    config_key: "ftp.port",
+};
+
+/// The FTP service with its control socket bound.
+#[derive(Debug)]
+pub struct Ftp {
+    listener: TcpListener,
+    settings: FtpSettings,
+}
+
+impl Ftp {
+    /// Binds the control address.
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub async fn bind(settings: &FtpSettings) -> Result<Ftp, SetupError> {
+        Ok(Ftp {
+            listener: endpoint::bind_tcp(settings.addr, ORIGIN).await?,
+            settings: settings.clone(),
+        })
+    }
+
+    /// The bound control socket.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.listener
+            .local_addr()
+            .map(|addr| Endpoint {
+                service: "ftp",
+                protocol: "tcp",
+                address: addr.to_string(),
+            })
+            .into_iter()
+            .collect()
+    }
+
+    /// Serves until shutdown, with the shared users and quotas.
+    pub async fn run(self, users: Arc<UserStore>, quotas: Arc<Quotas>, shutdown: Shutdown) {
+        let context = Arc::new(FtpContext {
+            users,
+            quotas,
+            throttle: Throttle::new(Policy::default(), 10_000),
+            idle_timeout: self.settings.idle_timeout,
+            data_timeout: Duration::from_secs(30),
+        });
+        listener::run(
+            self.listener,
+            "ftp",
+            self.settings.max_connections,
+            shutdown,
+            move |stream, _peer, shutdown| session::session(stream, context.clone(), shutdown),
+        )
+        .await
+    }
+}

@@ -1,0 +1,211 @@
+//! The FTP server with real clients: Python's ftplib and curl, over a real
+//! `sockit serve ftp`. Users are added with `sockit user` while it runs.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::Value;
+use support::{ServeProcess, run_sockit};
+
+fn start() -> (ServeProcess, String) {
+    let server = ServeProcess::serve(&["ftp", "--addr", "127.0.0.1:0"], 1);
+    let addr = server.address("ftp", "tcp");
+    (server, addr)
+}
+
+fn add_user(server: &ServeProcess, name: &str, password: &str, extra: &[&str]) {
+    let mut args = vec![
+        "user",
+        "--data-dir",
+        server.data_dir().to_str().unwrap(),
+        "add",
+        name,
+        "--password-stdin",
+    ];
+    args.extend_from_slice(extra);
+    let output = run_sockit(&args, format!("{password}\n").as_bytes());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn curl(args: &[&str]) -> std::process::Output {
+    Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "60"])
+        .args(args)
+        .output()
+        .expect("curl is installed (scripts/test installs it)")
+}
+
+#[test]
+fn python_ftplib_uses_every_core_command() {
+    let (server, addr) = start();
+    add_user(&server, "alice", "s3cret", &[]);
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let output = Command::new("python3")
+        .arg(format!(
+            "{}/tests/peers/ftplib_session.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args([host, port, "alice", "s3cret"])
+        .output()
+        .expect("python3 is installed");
+    assert!(
+        output.status.success(),
+        "ftplib failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(out["welcome"].as_str().unwrap().starts_with("220"));
+    assert!(out["login"].as_str().unwrap().starts_with("230"));
+    assert_eq!(out["syst"], "215 UNIX Type: L8");
+    assert_eq!(out["pwd"], "/docs");
+    assert!(out["stor"].as_str().unwrap().starts_with("226"));
+    assert_eq!(out["size"], 1_048_576);
+    assert_eq!(out["identical"], true);
+    assert!(
+        out["nlst"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "报告.bin")
+    );
+    assert!(
+        out["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().ends_with(" 报告.bin"))
+    );
+    assert_eq!(out["ascii_lines"], serde_json::json!(["one", "two"]));
+    assert_eq!(out["refused"], serde_json::json!(["550", "550", "550"]));
+    assert!(out.get("escaped").is_none(), "{out}");
+    assert_eq!(out["cwd_above_root"], "550");
+    assert!(
+        out["long_line"].as_str().unwrap().starts_with("500"),
+        "{out}"
+    );
+    assert!(
+        out["after_long_line"].as_str().unwrap().starts_with("257"),
+        "the session stays in step"
+    );
+    assert!(out["dele"].as_str().unwrap().starts_with("250"));
+    // What ftplib stored is on disk in alice's home, byte for byte.
+    let stored = server.data_dir().join("homes/alice/docs/报告.bin");
+    assert_eq!(std::fs::metadata(stored).unwrap().len(), 1_048_576);
+}
+
+#[test]
+fn curl_uploads_lists_downloads_and_manages_files() {
+    let (server, addr) = start();
+    add_user(&server, "bob", "pw", &[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("data.bin");
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&file, &content).unwrap();
+    let base = format!("ftp://bob:pw@{addr}");
+    assert!(
+        curl(&["-T", file.to_str().unwrap(), &format!("{base}/data.bin")])
+            .status
+            .success()
+    );
+    let listing = curl(&["--list-only", &format!("{base}/")]);
+    assert_eq!(
+        String::from_utf8_lossy(&listing.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["data.bin"]
+    );
+    let back = scratch.path().join("back.bin");
+    assert!(
+        curl(&["-o", back.to_str().unwrap(), &format!("{base}/data.bin")])
+            .status
+            .success()
+    );
+    assert!(std::fs::read(&back).unwrap() == content);
+    assert!(
+        curl(&["-Q", "MKD sub", "-Q", "DELE data.bin", &format!("{base}/")])
+            .status
+            .success()
+    );
+    let listing = curl(&["--list-only", &format!("{base}/")]);
+    assert_eq!(
+        String::from_utf8_lossy(&listing.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["sub"]
+    );
+}
+
+#[test]
+fn a_wrong_password_and_a_read_only_user_are_refused() {
+    let (server, addr) = start();
+    add_user(&server, "reader", "pw", &["--read-only"]);
+    std::fs::write(server.data_dir().join("homes/reader/keep.txt"), b"precious").unwrap();
+    let wrong = curl(&["--list-only", &format!("ftp://reader:nope@{addr}/")]);
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("530"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    let base = format!("ftp://reader:pw@{addr}");
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("x.txt");
+    std::fs::write(&file, b"new").unwrap();
+    assert!(
+        !curl(&["-T", file.to_str().unwrap(), &format!("{base}/keep.txt")])
+            .status
+            .success()
+    );
+    assert!(
+        !curl(&["-Q", "DELE keep.txt", &format!("{base}/")])
+            .status
+            .success()
+    );
+    assert!(!curl(&["-Q", "MKD d", &format!("{base}/")]).status.success());
+    assert_eq!(
+        std::fs::read(server.data_dir().join("homes/reader/keep.txt")).unwrap(),
+        b"precious"
+    );
+    assert!(
+        curl(&[&format!("{base}/keep.txt")]).stdout == b"precious",
+        "reading is allowed"
+    );
+}
+
+#[test]
+fn an_upload_over_quota_gets_552_and_the_old_file_stays() {
+    let (server, addr) = start();
+    add_user(&server, "small", "pw", &["--quota", "100K"]);
+    let home = server.data_dir().join("homes/small");
+    std::fs::write(home.join("report.txt"), b"the old report").unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let big = scratch.path().join("big.bin");
+    std::fs::write(&big, vec![1u8; 200 * 1024]).unwrap();
+    let output = curl(&[
+        "-T",
+        big.to_str().unwrap(),
+        &format!("ftp://small:pw@{addr}/report.txt"),
+    ]);
+    assert!(!output.status.success());
+    // curl reports a 552 reply as "Exceeded storage allocation".
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Exceeded storage allocation"), "{stderr}");
+    assert_eq!(
+        std::fs::read(home.join("report.txt")).unwrap(),
+        b"the old report"
+    );
+    let names: Vec<String> = std::fs::read_dir(&home)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["report.txt".to_owned()],
+        "no partial upload left behind"
+    );
+}
