@@ -21,6 +21,44 @@ use std::path::{Path, PathBuf};
 /// place start with this; listings hide them and clients cannot name them.
 pub const UPLOAD_PREFIX: &str = ".sockit-upload-";
 
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DirEntry {
+    pub name: String,
+    pub dir: bool,
+    pub size: u64,
+    pub modified: Option<std::time::SystemTime>,
+}
+
+/// Lists the real directory `dir` (already resolved through a [`Jail`]),
+/// sorted by name. Temporary upload files are hidden; entries whose
+/// metadata cannot be read (dangling links) are left out. Links are shown
+/// as what they point to; following one still goes through the jail.
+///
+/// # Errors
+/// The directory cannot be read.
+pub fn list_dir(dir: &Path) -> io::Result<Vec<DirEntry>> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(UPLOAD_PREFIX) {
+            continue;
+        }
+        let Ok(meta) = std::fs::metadata(entry.path()) else {
+            continue;
+        };
+        entries.push(DirEntry {
+            name,
+            dir: meta.is_dir(),
+            size: meta.len(),
+            modified: meta.modified().ok(),
+        });
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(entries)
+}
+
 /// Why a client path cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum VfsError {

@@ -3,14 +3,7 @@
 
 use std::time::SystemTime;
 
-/// One directory entry to list.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub name: String,
-    pub dir: bool,
-    pub size: u64,
-    pub modified: SystemTime,
-}
+use crate::vfs::DirEntry;
 
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -37,7 +30,7 @@ fn ls_date(modified: SystemTime, now: SystemTime) -> String {
 }
 
 /// One `LIST` line, without the CRLF.
-pub fn long_line(entry: &Entry, now: SystemTime) -> String {
+pub fn long_line(entry: &DirEntry, now: SystemTime) -> String {
     let mode = if entry.dir {
         "drwxr-xr-x"
     } else {
@@ -46,7 +39,7 @@ pub fn long_line(entry: &Entry, now: SystemTime) -> String {
     format!(
         "{mode} 1 ftp ftp {:>12} {} {}",
         entry.size,
-        ls_date(entry.modified, now),
+        ls_date(entry.modified.unwrap_or(SystemTime::UNIX_EPOCH), now),
         entry.name
     )
 }
@@ -59,11 +52,11 @@ mod tests {
     #[test]
     fn lines_look_like_ls() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
-        let entry = Entry {
+        let entry = DirEntry {
             name: "报告 final.txt".into(),
             dir: false,
             size: 1234,
-            modified: now - Duration::from_secs(3600),
+            modified: Some(now - Duration::from_secs(3600)),
         };
         let line = long_line(&entry, now);
         assert!(
@@ -71,8 +64,8 @@ mod tests {
             "{line}"
         );
         assert!(line.ends_with(" 报告 final.txt"), "{line}");
-        let old = Entry {
-            modified: SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000),
+        let old = DirEntry {
+            modified: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000)),
             dir: true,
             ..entry
         };

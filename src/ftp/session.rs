@@ -20,14 +20,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::info;
 
 use super::command::{self, Command, MAX_LINE, TransferType};
-use super::listing::{self, Entry};
+use super::listing;
 use crate::listener::{Outcome, Traffic};
 use crate::quota::Quotas;
 use crate::shutdown::Shutdown;
 use crate::stats;
 use crate::throttle::{Throttle, Verdict};
 use crate::users::{User, UserStore};
-use crate::vfs::{Jail, UPLOAD_PREFIX, VfsError, VirtualPath};
+use crate::vfs::{self, Jail, UPLOAD_PREFIX, VfsError, VirtualPath};
 
 /// What every session of one FTP service shares.
 #[derive(Debug)]
@@ -436,7 +436,7 @@ impl Session {
             Ok(found) => found,
             Err((code, text)) => return self.reply(code, text).await,
         };
-        let entries = match tokio::task::spawn_blocking(move || read_entries(&real)).await {
+        let entries = match tokio::task::spawn_blocking(move || vfs::list_dir(&real)).await {
             Ok(Ok(entries)) => entries,
             _ => return self.reply(550, "No such directory").await,
         };
@@ -663,28 +663,6 @@ fn refusal(err: VfsError) -> (u16, &'static str) {
         VfsError::OutsideJail | VfsError::EscapingLink => (550, "Permission denied"),
         VfsError::Io(_) => (550, "No such file or directory"),
     }
-}
-
-fn read_entries(dir: &std::path::Path) -> io::Result<Vec<Entry>> {
-    let mut entries = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(UPLOAD_PREFIX) {
-            continue;
-        }
-        let Ok(meta) = std::fs::metadata(entry.path()) else {
-            continue;
-        };
-        entries.push(Entry {
-            name,
-            dir: meta.is_dir(),
-            size: meta.len(),
-            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-        });
-    }
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(entries)
 }
 
 /// TYPE A sending: LF becomes CRLF (an existing CR before LF is kept once).

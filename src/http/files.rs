@@ -9,7 +9,6 @@
 //! when complete: an interrupted upload never damages what was there.
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use axum::Json;
 use axum::extract::{Multipart, Query, Request, State};
@@ -26,7 +25,7 @@ use super::auth::{Protected, SignedIn, percent_encode};
 use super::error::FileError;
 use super::session::{Session, random_token};
 use crate::users::{Permissions, User};
-use crate::vfs::{Jail, UPLOAD_PREFIX, VirtualPath};
+use crate::vfs::{self, DirEntry, Jail, UPLOAD_PREFIX, VirtualPath};
 use crate::{size, stats};
 
 /// A signed-in user's home: their account as it is now, and its jail.
@@ -148,38 +147,14 @@ async fn serve(
     Ok(response)
 }
 
-/// One row of a listing.
-#[derive(Debug, Serialize)]
-pub struct Entry {
-    pub name: String,
-    pub dir: bool,
-    pub size: u64,
-    pub modified: Option<SystemTime>,
-}
-
-fn list(dir: &Path) -> std::io::Result<Vec<Entry>> {
-    let mut entries = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(UPLOAD_PREFIX) {
-            continue;
-        }
-        let Ok(meta) = std::fs::metadata(entry.path()) else {
-            continue; // a dangling link: nothing to show or serve
-        };
-        entries.push(Entry {
-            name,
-            dir: meta.is_dir(),
-            size: meta.len(),
-            modified: meta.modified().ok(),
-        });
-    }
+/// The directory's entries, directories first.
+fn list(dir: &Path) -> std::io::Result<Vec<DirEntry>> {
+    let mut entries = vfs::list_dir(dir)?;
     entries.sort_by(|a, b| b.dir.cmp(&a.dir).then_with(|| a.name.cmp(&b.name)));
     Ok(entries)
 }
 
-fn listing(session: &Session, home: &Home, dir: &VirtualPath, entries: &[Entry]) -> Response {
+fn listing(session: &Session, home: &Home, dir: &VirtualPath, entries: &[DirEntry]) -> Response {
     let mut crumbs = String::from("<a href=\"/files/\">home</a>");
     let mut href = String::from("/files/");
     for part in dir.components() {
