@@ -21,6 +21,15 @@ use std::path::{Path, PathBuf};
 /// place start with this; listings hide them and clients cannot name them.
 pub const UPLOAD_PREFIX: &str = ".sockit-upload-";
 
+/// A fresh, hidden temporary path in the real directory `dir` for an upload
+/// that will be renamed into place when complete.
+pub fn upload_temporary(dir: &Path) -> PathBuf {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    let suffix: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(format!("{UPLOAD_PREFIX}{suffix}"))
+}
+
 /// One entry of a directory listing.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DirEntry {

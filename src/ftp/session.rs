@@ -524,11 +524,9 @@ impl Session {
             Err(_) => return self.reply(451, "Cannot count your disk usage").await,
         };
         let replaced = tokio::fs::metadata(&real).await.map(|m| m.len()).ok();
-        let token: String = crate::http::session::random_token()
-            .chars()
-            .take(16)
-            .collect();
-        let temporary = real.with_file_name(format!("{UPLOAD_PREFIX}{token}"));
+        let Some(temporary) = real.parent().map(vfs::upload_temporary) else {
+            return self.reply(553, "Cannot store there").await;
+        };
         let mut file = match tokio::fs::File::create(&temporary).await {
             Ok(file) => file,
             Err(_) => return self.reply(553, "Cannot create the file").await,

@@ -23,7 +23,7 @@ use super::AppState;
 use super::assets::{escape, page_with_scripts};
 use super::auth::{Protected, SignedIn, percent_encode};
 use super::error::FileError;
-use super::session::{Session, random_token};
+use super::session::Session;
 use crate::users::{Permissions, User};
 use crate::vfs::{self, DirEntry, Jail, UPLOAD_PREFIX, VirtualPath};
 use crate::{size, stats};
@@ -319,7 +319,7 @@ pub async fn upload(
             Ok(meta) => Some(meta.len()),
             Err(_) => None,
         };
-        let temporary = real_dir.join(format!("{UPLOAD_PREFIX}{}", &random_token()[..16]));
+        let temporary = vfs::upload_temporary(&real_dir);
         let mut file = tokio::fs::File::create(&temporary).await?;
         let mut written: u64 = 0;
         let streamed: Result<(), FileError> = async {
