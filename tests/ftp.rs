@@ -66,6 +66,9 @@ fn python_ftplib_uses_every_core_command() {
     assert!(out["stor"].as_str().unwrap().starts_with("226"));
     assert_eq!(out["size"], 1_048_576);
     assert_eq!(out["identical"], true);
+    let mdtm = out["mdtm"].as_str().unwrap();
+    assert!(mdtm.starts_with("213 ") && mdtm.len() == 18, "{mdtm}");
+    assert_eq!(out["rest_identical"], true, "REST 1000 then RETR sends the rest");
     assert!(
         out["nlst"]
             .as_array()
@@ -208,4 +211,57 @@ fn an_upload_over_quota_gets_552_and_the_old_file_stays() {
         vec!["report.txt".to_owned()],
         "no partial upload left behind"
     );
+}
+
+#[test]
+fn curl_resumes_a_download_and_renames() {
+    let (server, addr) = start();
+    add_user(&server, "carol", "pw", &[]);
+    let home = server.data_dir().join("homes/carol");
+    let content: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    std::fs::write(home.join("big.bin"), &content).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let partial = scratch.path().join("big.bin");
+    std::fs::write(&partial, &content[..400_000]).unwrap();
+    let base = format!("ftp://carol:pw@{addr}");
+    let resumed = curl(&[
+        "-C",
+        "-",
+        "-o",
+        partial.to_str().unwrap(),
+        &format!("{base}/big.bin"),
+    ]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(
+        std::fs::read(&partial).unwrap() == content,
+        "the resumed download is byte-identical"
+    );
+
+    let renamed = curl(&[
+        "-Q",
+        "RNFR big.bin",
+        "-Q",
+        "RNTO moved.bin",
+        "--list-only",
+        &format!("{base}/"),
+    ]);
+    assert!(
+        renamed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&renamed.stderr)
+    );
+    assert!(home.join("moved.bin").exists() && !home.join("big.bin").exists());
+    let onto_existing = curl(&[
+        "-Q",
+        "RNFR moved.bin",
+        "-Q",
+        "RNTO ../escape.bin",
+        &format!("{base}/"),
+    ]);
+    assert!(!onto_existing.status.success());
+    assert!(home.join("moved.bin").exists());
 }

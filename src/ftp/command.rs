@@ -38,6 +38,11 @@ pub enum Command {
     Retr(String),
     Stor(String),
     Size(String),
+    Mdtm(String),
+    /// `REST offset`: the next RETR starts at this byte (RFC 3659 section 5).
+    Rest(u64),
+    Rnfr(String),
+    Rnto(String),
     Mkd(String),
     Rmd(String),
     Dele(String),
@@ -92,6 +97,13 @@ pub fn parse(line: &str) -> Command {
         "RETR" => required("RETR").map(Command::Retr),
         "STOR" => required("STOR").map(Command::Stor),
         "SIZE" => required("SIZE").map(Command::Size),
+        "MDTM" => required("MDTM").map(Command::Mdtm),
+        "REST" => match argument.map(|a| a.trim().parse::<u64>()) {
+            Some(Ok(offset)) => Ok(Command::Rest(offset)),
+            _ => Err(Command::BadArgument("REST")),
+        },
+        "RNFR" => required("RNFR").map(Command::Rnfr),
+        "RNTO" => required("RNTO").map(Command::Rnto),
         "MKD" | "XMKD" => required("MKD").map(Command::Mkd),
         "RMD" | "XRMD" => required("RMD").map(Command::Rmd),
         "DELE" => required("DELE").map(Command::Dele),
@@ -125,6 +137,9 @@ mod tests {
             ("STOR a b.txt", Command::Stor("a b.txt".into())),
             ("QUIT", Command::Quit),
             ("XMKD new", Command::Mkd("new".into())),
+            ("REST 1024", Command::Rest(1024)),
+            ("MDTM a.txt", Command::Mdtm("a.txt".into())),
+            ("RNFR old name", Command::Rnfr("old name".into())),
         ];
         for (line, expected) in table {
             assert_eq!(parse(line), expected, "{line:?}");
@@ -136,6 +151,11 @@ mod tests {
         assert_eq!(parse("RETR"), Command::BadArgument("RETR"));
         assert_eq!(parse("RETR "), Command::BadArgument("RETR"));
         assert_eq!(parse("TYPE X"), Command::BadArgument("TYPE"));
+        assert_eq!(parse("REST -1"), Command::BadArgument("REST"));
+        assert_eq!(
+            parse("REST 99999999999999999999999"),
+            Command::BadArgument("REST")
+        );
         assert_eq!(parse("SITE CHMOD 777 x"), Command::Unknown("SITE".into()));
         assert_eq!(parse(""), Command::Unknown(String::new()));
         assert!(matches!(parse("\u{0}\u{1}garbage"), Command::Unknown(_)));

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::info;
@@ -57,6 +57,10 @@ struct Session {
     cwd: VirtualPath,
     transfer_type: TransferType,
     passive: Option<TcpListener>,
+    /// The offset of the next RETR, set by REST.
+    restart: u64,
+    /// The path named by RNFR, waiting for RNTO.
+    rename_from: Option<(VirtualPath, PathBuf)>,
     context: Arc<FtpContext>,
     traffic: Traffic,
 }
@@ -83,6 +87,8 @@ pub async fn session(
         cwd: VirtualPath::root(),
         transfer_type: TransferType::Ascii,
         passive: None,
+        restart: 0,
+        rename_from: None,
         context,
         traffic: Traffic::default(),
     };
@@ -191,8 +197,7 @@ impl Session {
             Command::Pass(password) => self.pass(password.expose()).await,
             Command::Syst => self.reply(215, "UNIX Type: L8").await,
             Command::Feat => {
-                let features =
-                    "211-Features:\r\n EPSV\r\n PASV\r\n SIZE\r\n UTF8\r\n TVFS\r\n211 End\r\n";
+                let features = "211-Features:\r\n EPSV\r\n PASV\r\n SIZE\r\n MDTM\r\n REST STREAM\r\n UTF8\r\n TVFS\r\n211 End\r\n";
                 self.traffic.bytes_out += features.len() as u64;
                 self.writer.write_all(features.as_bytes()).await
             }
@@ -320,6 +325,56 @@ impl Session {
                 },
                 Err((code, text)) => self.reply(code, text).await,
             },
+            Command::Mdtm(path) => match self.resolve(&path) {
+                Ok((_, real)) => {
+                    match tokio::fs::metadata(&real).await.and_then(|m| m.modified()) {
+                        Ok(modified) => {
+                            // RFC 3659: YYYYMMDDHHMMSS in UTC.
+                            let stamp = humantime::format_rfc3339_seconds(modified).to_string();
+                            let digits: String =
+                                stamp.chars().filter(char::is_ascii_digit).collect();
+                            self.reply(213, &digits).await
+                        }
+                        Err(_) => self.reply(550, "No such file").await,
+                    }
+                }
+                Err((code, text)) => self.reply(code, text).await,
+            },
+            Command::Rest(offset) => {
+                self.restart = offset;
+                self.reply(350, &format!("Restarting at {offset}; send RETR"))
+                    .await
+            }
+            Command::Rnfr(path) if permissions.rename => match self.resolve(&path) {
+                Ok((virtual_path, real))
+                    if !virtual_path.is_root()
+                        && tokio::fs::symlink_metadata(&real).await.is_ok() =>
+                {
+                    self.rename_from = Some((virtual_path, real));
+                    self.reply(350, "Ready for RNTO").await
+                }
+                Ok(_) => self.reply(550, "No such file or directory").await,
+                Err((code, text)) => self.reply(code, text).await,
+            },
+            Command::Rnto(path) if permissions.rename => {
+                let Some((_, from)) = self.rename_from.take() else {
+                    return self.reply(503, "Send RNFR first").await;
+                };
+                match self.resolve(&path) {
+                    Ok((to, _)) if to.is_root() => {
+                        self.reply(553, "Cannot rename onto the home").await
+                    }
+                    Ok((_, real)) if tokio::fs::symlink_metadata(&real).await.is_ok() => {
+                        self.reply(553, "The target exists; delete it first").await
+                    }
+                    Ok((_, real)) => match tokio::fs::rename(&from, &real).await {
+                        Ok(()) => self.reply(250, "Renamed").await,
+                        Err(_) => self.reply(553, "Cannot rename").await,
+                    },
+                    Err((code, text)) => self.reply(code, text).await,
+                }
+            }
+            Command::Rnfr(_) | Command::Rnto(_) => self.reply(550, "Permission denied").await,
             Command::List(path) | Command::Nlst(path) if !permissions.read => {
                 let _ = path;
                 self.reply(550, "Permission denied").await
@@ -466,10 +521,19 @@ impl Session {
             Ok(found) => found,
             Err((code, text)) => return self.reply(code, text).await,
         };
+        let offset = std::mem::take(&mut self.restart);
         let mut file = match tokio::fs::File::open(&real).await {
             Ok(file) if file.metadata().await.is_ok_and(|m| m.is_file()) => file,
             _ => return self.reply(550, "No such file").await,
         };
+        if offset > 0 {
+            if self.transfer_type == TransferType::Ascii {
+                return self.reply(550, "REST works in TYPE I only").await;
+            }
+            if file.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
+                return self.reply(550, "Cannot seek to the restart offset").await;
+            }
+        }
         self.reply(150, "Opening the data connection").await?;
         let mut data = match self.data_connection().await {
             Ok(data) => data,

@@ -21,6 +21,10 @@ out["pwd"] = ftp.pwd()
 payload = bytes(range(256)) * 4096
 out["stor"] = ftp.storbinary("STOR 报告.bin", io.BytesIO(payload))
 out["size"] = ftp.size("报告.bin")
+out["mdtm"] = ftp.sendcmd("MDTM 报告.bin")
+partial = io.BytesIO()
+out["rest"] = ftp.retrbinary("RETR 报告.bin", partial.write, rest=1000)
+out["rest_identical"] = partial.getvalue() == payload[1000:]
 got = io.BytesIO()
 out["retr"] = ftp.retrbinary("RETR 报告.bin", got.write)
 out["identical"] = got.getvalue() == payload
