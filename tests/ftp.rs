@@ -68,7 +68,22 @@ fn python_ftplib_uses_every_core_command() {
     assert_eq!(out["identical"], true);
     let mdtm = out["mdtm"].as_str().unwrap();
     assert!(mdtm.starts_with("213 ") && mdtm.len() == 18, "{mdtm}");
-    assert_eq!(out["rest_identical"], true, "REST 1000 then RETR sends the rest");
+    assert_eq!(
+        out["rest_identical"], true,
+        "REST 1000 then RETR sends the rest"
+    );
+    assert_eq!(
+        out["active_identical"], true,
+        "active mode (PORT) transfers"
+    );
+    assert_eq!(
+        out["bounce"], "500",
+        "PORT towards another address is refused"
+    );
+    assert_eq!(
+        out["low_port"], "500",
+        "PORT towards a privileged port is refused"
+    );
     assert!(
         out["nlst"]
             .as_array()

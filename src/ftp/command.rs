@@ -33,6 +33,8 @@ pub enum Command {
     Cdup,
     Pasv,
     Epsv,
+    /// `PORT h1,h2,h3,h4,p1,p2` or `EPRT |af|addr|port|`: active mode.
+    Port(std::net::SocketAddr),
     List(Option<String>),
     Nlst(Option<String>),
     Retr(String),
@@ -91,6 +93,14 @@ pub fn parse(line: &str) -> Command {
         "CWD" | "XCWD" => required("CWD").map(Command::Cwd),
         "CDUP" | "XCUP" => Ok(Command::Cdup),
         "PASV" => Ok(Command::Pasv),
+        "PORT" => argument
+            .and_then(parse_port)
+            .map(Command::Port)
+            .ok_or(Command::BadArgument("PORT")),
+        "EPRT" => argument
+            .and_then(parse_eprt)
+            .map(Command::Port)
+            .ok_or(Command::BadArgument("EPRT")),
         "EPSV" => Ok(Command::Epsv),
         "LIST" => Ok(Command::List(listing_path())),
         "NLST" => Ok(Command::Nlst(listing_path())),
@@ -112,6 +122,40 @@ pub fn parse(line: &str) -> Command {
         _ => Ok(Command::Unknown(keyword.chars().take(16).collect())),
     };
     parsed.unwrap_or_else(|bad| bad)
+}
+
+/// `h1,h2,h3,h4,p1,p2` (RFC 959 section 4.1.2).
+fn parse_port(argument: &str) -> Option<std::net::SocketAddr> {
+    let numbers: Vec<u8> = argument
+        .trim()
+        .split(',')
+        .map(|n| n.trim().parse().ok())
+        .collect::<Option<_>>()?;
+    let [a, b, c, d, high, low] = numbers[..] else {
+        return None;
+    };
+    let ip = std::net::Ipv4Addr::new(a, b, c, d);
+    Some(std::net::SocketAddr::from((
+        ip,
+        u16::from(high) << 8 | u16::from(low),
+    )))
+}
+
+/// `|1|132.235.1.2|6275|` or `|2|::1|6275|` (RFC 2428 section 2).
+fn parse_eprt(argument: &str) -> Option<std::net::SocketAddr> {
+    let argument = argument.trim();
+    let delimiter = argument.chars().next()?;
+    let parts: Vec<&str> = argument.split(delimiter).collect();
+    let [_, family, address, port, ""] = parts[..] else {
+        return None;
+    };
+    let ip: std::net::IpAddr = address.parse().ok()?;
+    let family_matches = matches!(
+        (family, ip),
+        ("1", std::net::IpAddr::V4(_)) | ("2", std::net::IpAddr::V6(_))
+    );
+    family_matches.then_some(())?;
+    Some(std::net::SocketAddr::new(ip, port.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -140,6 +184,18 @@ mod tests {
             ("REST 1024", Command::Rest(1024)),
             ("MDTM a.txt", Command::Mdtm("a.txt".into())),
             ("RNFR old name", Command::Rnfr("old name".into())),
+            (
+                "PORT 127,0,0,1,4,1",
+                Command::Port("127.0.0.1:1025".parse().unwrap()),
+            ),
+            (
+                "EPRT |2|::1|6275|",
+                Command::Port("[::1]:6275".parse().unwrap()),
+            ),
+            (
+                "EPRT |1|10.0.0.1|21|",
+                Command::Port("10.0.0.1:21".parse().unwrap()),
+            ),
         ];
         for (line, expected) in table {
             assert_eq!(parse(line), expected, "{line:?}");
@@ -152,6 +208,16 @@ mod tests {
         assert_eq!(parse("RETR "), Command::BadArgument("RETR"));
         assert_eq!(parse("TYPE X"), Command::BadArgument("TYPE"));
         assert_eq!(parse("REST -1"), Command::BadArgument("REST"));
+        for bad in [
+            "PORT 1,2,3",
+            "PORT 256,0,0,1,0,1",
+            "PORT a,b,c,d,e,f",
+            "EPRT |1|::1|21|",
+            "EPRT |3|x|1|",
+            "EPRT",
+        ] {
+            assert!(matches!(parse(bad), Command::BadArgument(_)), "{bad}");
+        }
         assert_eq!(
             parse("REST 99999999999999999999999"),
             Command::BadArgument("REST")

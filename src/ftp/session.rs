@@ -57,6 +57,8 @@ struct Session {
     cwd: VirtualPath,
     transfer_type: TransferType,
     passive: Option<TcpListener>,
+    /// The client's address for the next data connection, set by PORT/EPRT.
+    active: Option<SocketAddr>,
     /// The offset of the next RETR, set by REST.
     restart: u64,
     /// The path named by RNFR, waiting for RNTO.
@@ -87,6 +89,7 @@ pub async fn session(
         cwd: VirtualPath::root(),
         transfer_type: TransferType::Ascii,
         passive: None,
+        active: None,
         restart: 0,
         rename_from: None,
         context,
@@ -317,6 +320,21 @@ impl Session {
             Command::Cwd(path) => self.change_directory(&path).await,
             Command::Cdup => self.change_directory("..").await,
             Command::Pasv => self.passive(false).await,
+            Command::Port(target) => {
+                // RFC 2577: data goes only to the client itself (no FTP
+                // bounce), and never to a privileged port.
+                if target.ip() != self.peer.ip() || target.port() < 1024 {
+                    return self
+                        .reply(
+                            500,
+                            "PORT/EPRT refused: only to your own address, port 1024 or above",
+                        )
+                        .await;
+                }
+                self.passive = None;
+                self.active = Some(target);
+                self.reply(200, "PORT command successful").await
+            }
             Command::Epsv => self.passive(true).await,
             Command::Size(path) => match self.resolve(&path) {
                 Ok((_, real)) => match tokio::fs::metadata(&real).await {
@@ -451,6 +469,7 @@ impl Session {
         };
         let port = listener.local_addr()?.port();
         self.passive = Some(listener);
+        self.active = None;
         if extended {
             return self
                 .reply(229, &format!("Entering Extended Passive Mode (|||{port}|)"))
@@ -470,10 +489,22 @@ impl Session {
         }
     }
 
-    /// Accepts the data connection of the last PASV/EPSV, only from the
-    /// control connection's own address (no one else may take the data).
+    /// Opens the data connection: to the PORT/EPRT address, or by accepting
+    /// on the PASV/EPSV listener, only from the control connection's own
+    /// address (no one else may take the data).
     async fn data_connection(&mut self) -> Result<TcpStream, (u16, &'static str)> {
-        let listener = self.passive.take().ok_or((425, "Use PASV or EPSV first"))?;
+        if let Some(target) = self.active.take() {
+            let connecting =
+                tokio::time::timeout(self.context.data_timeout, TcpStream::connect(target));
+            return match connecting.await {
+                Ok(Ok(stream)) => Ok(stream),
+                _ => Err((425, "Cannot open the data connection")),
+            };
+        }
+        let listener = self
+            .passive
+            .take()
+            .ok_or((425, "Use PASV, EPSV, PORT or EPRT first"))?;
         let deadline = tokio::time::Instant::now() + self.context.data_timeout;
         loop {
             let accepted = tokio::time::timeout_at(deadline, listener.accept()).await;

@@ -36,6 +36,20 @@ text = []
 ftp.storlines("STOR notes.txt", io.BytesIO(b"one\ntwo\n"))
 ftp.retrlines("RETR notes.txt", text.append)
 out["ascii_lines"] = text
+ftp.set_pasv(False)
+active = io.BytesIO()
+ftp.retrbinary("RETR 报告.bin", active.write)
+out["active_identical"] = active.getvalue() == payload
+out["active_nlst"] = ftp.nlst()
+ftp.set_pasv(True)
+try:
+    out["bounce"] = ftp.sendcmd("PORT 10,0,0,1,4,1")
+except ftplib.error_perm as err:
+    out["bounce"] = str(err)[:3]
+try:
+    out["low_port"] = ftp.sendcmd("PORT 127,0,0,1,0,21")
+except ftplib.error_perm as err:
+    out["low_port"] = str(err)[:3]
 ftp.cwd("..")
 for attempt in ["../../etc/passwd", "/etc/passwd", "../x"]:
     try:
