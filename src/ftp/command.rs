@@ -50,6 +50,16 @@ pub enum Command {
     Dele(String),
     Noop,
     Quit,
+    Help,
+    /// `STAT` without an argument: the session's status.
+    Stat,
+    /// `MODE`, `STRU`: only stream mode and file structure exist here.
+    Mode(String),
+    Stru(String),
+    /// `ACCT`, `ALLO`: accepted and not needed (RFC 959 reply 202).
+    Superfluous,
+    Mlsd(Option<String>),
+    Mlst(Option<String>),
     /// A known command with a missing or malformed argument.
     BadArgument(&'static str),
     /// A command this server does not implement.
@@ -118,6 +128,17 @@ pub fn parse(line: &str) -> Command {
         "RMD" | "XRMD" => required("RMD").map(Command::Rmd),
         "DELE" => required("DELE").map(Command::Dele),
         "NOOP" => Ok(Command::Noop),
+        "HELP" => Ok(Command::Help),
+        "STAT" if argument.is_none() => Ok(Command::Stat),
+        "MODE" => required("MODE").map(Command::Mode),
+        "STRU" => required("STRU").map(Command::Stru),
+        "ACCT" | "ALLO" => Ok(Command::Superfluous),
+        "MLSD" => Ok(Command::Mlsd(
+            argument.map(str::to_owned).filter(|a| !a.is_empty()),
+        )),
+        "MLST" => Ok(Command::Mlst(
+            argument.map(str::to_owned).filter(|a| !a.is_empty()),
+        )),
         "QUIT" => Ok(Command::Quit),
         _ => Ok(Command::Unknown(keyword.chars().take(16).collect())),
     };

@@ -44,6 +44,25 @@ pub fn long_line(entry: &DirEntry, now: SystemTime) -> String {
     )
 }
 
+/// RFC 3659 time-val: `YYYYMMDDHHMMSS` in UTC.
+pub fn time_val(modified: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(modified)
+        .to_string()
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect()
+}
+
+/// One MLSD/MLST fact line (RFC 3659 section 7): `type=file;size=N;modify=T; name`.
+pub fn facts(entry: &DirEntry) -> String {
+    let kind = if entry.dir { "dir" } else { "file" };
+    let modified = time_val(entry.modified.unwrap_or(SystemTime::UNIX_EPOCH));
+    format!(
+        "type={kind};size={};modify={modified}; {}",
+        entry.size, entry.name
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +91,9 @@ mod tests {
         let line = long_line(&old, now);
         assert!(line.starts_with("drwxr-xr-x"), "{line}");
         assert!(line.contains("Sep 13  2020"), "{line}");
+        assert_eq!(
+            facts(&old),
+            "type=dir;size=1234;modify=20200913122640; 报告 final.txt"
+        );
     }
 }

@@ -200,7 +200,7 @@ impl Session {
             Command::Pass(password) => self.pass(password.expose()).await,
             Command::Syst => self.reply(215, "UNIX Type: L8").await,
             Command::Feat => {
-                let features = "211-Features:\r\n EPSV\r\n PASV\r\n SIZE\r\n MDTM\r\n REST STREAM\r\n UTF8\r\n TVFS\r\n211 End\r\n";
+                let features = "211-Features:\r\n EPSV\r\n PASV\r\n SIZE\r\n MDTM\r\n MLST type*;size*;modify*;\r\n REST STREAM\r\n UTF8\r\n TVFS\r\n211 End\r\n";
                 self.traffic.bytes_out += features.len() as u64;
                 self.writer.write_all(features.as_bytes()).await
             }
@@ -209,6 +209,23 @@ impl Session {
             }
             Command::Opts(_) => self.reply(501, "Option not understood").await,
             Command::Noop => self.reply(200, "OK").await,
+            Command::Help => {
+                let help = "214-Commands recognised:\r\n USER PASS ACCT QUIT NOOP SYST FEAT OPTS HELP STAT TYPE MODE STRU\r\n PWD CWD CDUP PASV EPSV PORT EPRT LIST NLST MLSD MLST RETR STOR REST\r\n SIZE MDTM MKD RMD DELE RNFR RNTO ALLO\r\n214 Help OK\r\n";
+                self.traffic.bytes_out += help.len() as u64;
+                self.writer.write_all(help.as_bytes()).await
+            }
+            Command::Superfluous => self.reply(202, "Not needed on this server").await,
+            Command::Mode(mode) if mode.eq_ignore_ascii_case("S") => {
+                self.reply(200, "Mode set to S").await
+            }
+            Command::Mode(_) => self.reply(504, "Only stream mode (S) is supported").await,
+            Command::Stru(structure) if structure.eq_ignore_ascii_case("F") => {
+                self.reply(200, "Structure set to F").await
+            }
+            Command::Stru(_) => {
+                self.reply(504, "Only file structure (F) is supported")
+                    .await
+            }
             Command::Quit => self.reply(221, "Goodbye").await,
             Command::BadArgument(name) => {
                 self.reply(501, &format!("Syntax error in the arguments of {name}"))
@@ -393,12 +410,45 @@ impl Session {
                 }
             }
             Command::Rnfr(_) | Command::Rnto(_) => self.reply(550, "Permission denied").await,
-            Command::List(path) | Command::Nlst(path) if !permissions.read => {
-                let _ = path;
+            Command::List(_) | Command::Nlst(_) | Command::Mlsd(_) if !permissions.read => {
                 self.reply(550, "Permission denied").await
             }
-            Command::List(path) => self.list(path.as_deref(), true).await,
-            Command::Nlst(path) => self.list(path.as_deref(), false).await,
+            Command::Stat => {
+                let (user, _) = self.user();
+                let status = format!(
+                    "211-sockit FTP status:\r\n Logged in as {}\r\n Directory {}\r\n TYPE {}, MODE S, STRU F\r\n211 End of status\r\n",
+                    user.name,
+                    self.cwd,
+                    if self.transfer_type == TransferType::Ascii {
+                        "A"
+                    } else {
+                        "I"
+                    }
+                );
+                self.traffic.bytes_out += status.len() as u64;
+                self.writer.write_all(status.as_bytes()).await
+            }
+            Command::Mlst(path) => match self.resolve(path.as_deref().unwrap_or(".")) {
+                Ok((virtual_path, real)) => match tokio::fs::metadata(&real).await {
+                    Ok(meta) => {
+                        let entry = vfs::DirEntry {
+                            name: virtual_path.to_string(),
+                            dir: meta.is_dir(),
+                            size: meta.len(),
+                            modified: meta.modified().ok(),
+                        };
+                        let text =
+                            format!("250-Listing\r\n {}\r\n250 End\r\n", listing::facts(&entry));
+                        self.traffic.bytes_out += text.len() as u64;
+                        self.writer.write_all(text.as_bytes()).await
+                    }
+                    Err(_) => self.reply(550, "No such file or directory").await,
+                },
+                Err((code, text)) => self.reply(code, text).await,
+            },
+            Command::List(path) => self.list(path.as_deref(), Format::Long).await,
+            Command::Nlst(path) => self.list(path.as_deref(), Format::Names).await,
+            Command::Mlsd(path) => self.list(path.as_deref(), Format::Facts).await,
             Command::Retr(path) if permissions.read => self.retrieve(&path).await,
             Command::Stor(path) if permissions.write => self.store(&path).await,
             Command::Mkd(path) if permissions.mkdir => match self.resolve(&path) {
@@ -517,7 +567,7 @@ impl Session {
         }
     }
 
-    async fn list(&mut self, path: Option<&str>, long: bool) -> io::Result<()> {
+    async fn list(&mut self, path: Option<&str>, format: Format) -> io::Result<()> {
         let (_, real) = match self.resolve(path.unwrap_or(".")) {
             Ok(found) => found,
             Err((code, text)) => return self.reply(code, text).await,
@@ -529,10 +579,10 @@ impl Session {
         let now = SystemTime::now();
         let mut text = String::new();
         for entry in &entries {
-            if long {
-                text.push_str(&listing::long_line(entry, now));
-            } else {
-                text.push_str(&entry.name);
+            match format {
+                Format::Long => text.push_str(&listing::long_line(entry, now)),
+                Format::Names => text.push_str(&entry.name),
+                Format::Facts => text.push_str(&listing::facts(entry)),
             }
             text.push_str("\r\n");
         }
@@ -747,6 +797,17 @@ async fn discard_rest(data: &mut TcpStream, buf: &mut [u8]) {
         }
     };
     let _ = tokio::time::timeout(DISCARD_TIME, draining).await;
+}
+
+/// How a directory listing is written.
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    /// LIST: `ls -l` lines.
+    Long,
+    /// NLST: names only.
+    Names,
+    /// MLSD: RFC 3659 facts.
+    Facts,
 }
 
 /// The reply for a path that cannot be used.

@@ -29,6 +29,16 @@ got = io.BytesIO()
 out["retr"] = ftp.retrbinary("RETR 报告.bin", got.write)
 out["identical"] = got.getvalue() == payload
 out["nlst"] = ftp.nlst()
+out["mlsd"] = {name: facts for name, facts in ftp.mlsd()}
+out["help"] = ftp.sendcmd("HELP")[:3]
+out["stat"] = ftp.sendcmd("STAT")[:3]
+out["mode_s"] = ftp.sendcmd("MODE S")[:3]
+try:
+    out["mode_b"] = ftp.sendcmd("MODE B")[:3]
+except ftplib.error_perm as err:
+    out["mode_b"] = str(err)[:3]
+out["stru_f"] = ftp.sendcmd("STRU F")[:3]
+out["allo"] = ftp.sendcmd("ALLO 100")[:3]
 lines = []
 ftp.retrlines("LIST", lines.append)
 out["list"] = lines
