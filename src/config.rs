@@ -63,6 +63,7 @@ pub struct FtpSection {
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    pub max_per_ip: usize,
 }
 
 impl Default for FtpSection {
@@ -72,6 +73,7 @@ impl Default for FtpSection {
             port: 2121,
             idle_timeout: Duration::from_secs(300),
             max_connections: 200,
+            max_per_ip: 10,
         }
     }
 }
@@ -82,6 +84,7 @@ pub struct FtpSettings {
     pub addr: SocketAddr,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    pub max_per_ip: usize,
 }
 
 /// `[bot]`: the 10086 menu bot.
@@ -377,6 +380,9 @@ impl FileConfig {
         if self.ftp.max_connections == 0 {
             return Err(out_of_range("ftp.max_connections", "must be at least 1"));
         }
+        if self.ftp.max_per_ip == 0 {
+            return Err(out_of_range("ftp.max_per_ip", "must be at least 1"));
+        }
         if self.ftp.idle_timeout.is_zero() {
             return Err(out_of_range("ftp.idle_timeout", "must be more than 0s"));
         }
@@ -384,6 +390,7 @@ impl FileConfig {
             addr: SocketAddr::new(bind, self.ftp.port),
             idle_timeout: self.ftp.idle_timeout,
             max_connections: self.ftp.max_connections,
+            max_per_ip: self.ftp.max_per_ip,
         });
         let echo = &self.echo;
         let echo = echo.enabled.then(|| EchoSettings {

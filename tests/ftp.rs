@@ -280,3 +280,34 @@ fn curl_resumes_a_download_and_renames() {
     assert!(!onto_existing.status.success());
     assert!(home.join("moved.bin").exists());
 }
+
+#[test]
+fn one_address_gets_at_most_max_per_ip_sessions() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let config = "[echo]\nenabled = false\n[http]\nenabled = false\n[bot]\nenabled = false\n[ftp]\nenabled = true\nport = 0\nmax_per_ip = 2\n";
+    let server = ServeProcess::with_config(config, 1);
+    let addr = server.address("ftp", "tcp");
+    let greeting = |stream: &std::net::TcpStream| {
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).unwrap();
+        line
+    };
+    let first = std::net::TcpStream::connect(&addr).unwrap();
+    let second = std::net::TcpStream::connect(&addr).unwrap();
+    assert!(greeting(&first).starts_with("220"));
+    assert!(greeting(&second).starts_with("220"));
+    let third = std::net::TcpStream::connect(&addr).unwrap();
+    assert!(
+        greeting(&third).starts_with("421"),
+        "a third session from one address is refused"
+    );
+    // Once one leaves, there is room again.
+    let mut leaving = first;
+    leaving.write_all(b"QUIT\r\n").unwrap();
+    let mut rest = String::new();
+    leaving.read_to_string(&mut rest).unwrap();
+    assert!(rest.starts_with("221"), "{rest}");
+    let fourth = std::net::TcpStream::connect(&addr).unwrap();
+    assert!(greeting(&fourth).starts_with("220"));
+    drop(second);
+}

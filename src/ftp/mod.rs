@@ -72,6 +72,8 @@ impl Ftp {
             throttle: Throttle::new(Policy::default(), 10_000),
             idle_timeout: self.settings.idle_timeout,
             data_timeout: Duration::from_secs(30),
+            max_per_ip: self.settings.max_per_ip,
+            per_ip: Default::default(),
         });
         listener::run(
             self.listener,

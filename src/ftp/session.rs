@@ -37,8 +37,44 @@ pub struct FtpContext {
     pub throttle: Throttle,
     /// A control connection silent this long is closed (421).
     pub idle_timeout: Duration,
-    /// How long a client may take to open a data connection.
+    /// How long a client may take to open a data connection, and how long a
+    /// data connection may stall.
     pub data_timeout: Duration,
+    /// Control connections one address may hold at once.
+    pub max_per_ip: usize,
+    /// Control connections per address now.
+    pub per_ip: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+/// Holds one of an address's session slots; frees it when dropped.
+struct IpSlot<'a> {
+    context: &'a FtpContext,
+    ip: IpAddr,
+}
+
+impl<'a> IpSlot<'a> {
+    /// Takes a slot for `ip`, or `None` when the address has them all.
+    fn take(context: &'a FtpContext, ip: IpAddr) -> Option<IpSlot<'a>> {
+        let mut per_ip = context.per_ip.lock().expect("per-ip lock");
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count >= context.max_per_ip {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot { context, ip })
+    }
+}
+
+impl Drop for IpSlot<'_> {
+    fn drop(&mut self) {
+        let mut per_ip = self.context.per_ip.lock().expect("per-ip lock");
+        if let Some(count) = per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Where the login stands.
@@ -79,6 +115,19 @@ pub async fn session(
     let local_ip = stream
         .local_addr()
         .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+    let Some(slot) = IpSlot::take(&context, peer.ip()) else {
+        let mut stream = stream;
+        let refusal = b"421 Too many connections from your address\r\n";
+        let result = stream.write_all(refusal).await;
+        return Outcome {
+            traffic: Traffic {
+                bytes_in: 0,
+                bytes_out: refusal.len() as u64,
+            },
+            result,
+        };
+    };
+    let context_for_session = context.clone();
     let (reader, writer) = stream.into_split();
     let mut session = Session {
         reader: BufReader::new(reader),
@@ -92,14 +141,16 @@ pub async fn session(
         active: None,
         restart: 0,
         rename_from: None,
-        context,
+        context: context_for_session,
         traffic: Traffic::default(),
     };
     let result = session.run(&shutdown).await;
-    Outcome {
-        traffic: session.traffic,
-        result,
-    }
+    let traffic = session.traffic;
+    // Free the address's slot before the socket closes, so a client that
+    // saw the close can connect again at once.
+    drop(slot);
+    drop(session);
+    Outcome { traffic, result }
 }
 
 /// A line read from the control connection.
