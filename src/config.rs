@@ -52,6 +52,61 @@ pub struct FileConfig {
     pub http: HttpSection,
     pub bot: BotSection,
     pub ftp: FtpSection,
+    pub exec: ExecSection,
+}
+
+/// `[exec]`: remote command execution.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecSection {
+    pub enabled: bool,
+    pub port: u16,
+    pub unix_path: PathBuf,
+    pub authorized_keys: PathBuf,
+    pub shell: bool,
+    pub allow: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub max_per_client: usize,
+    pub max_commands: usize,
+    pub max_connections: usize,
+    pub working_dir: PathBuf,
+    pub keep_env: Vec<String>,
+    pub run_as: String,
+}
+
+impl Default for ExecSection {
+    fn default() -> Self {
+        ExecSection {
+            enabled: true,
+            port: 9999,
+            unix_path: PathBuf::new(),
+            authorized_keys: PathBuf::new(),
+            shell: true,
+            allow: Vec::new(),
+            timeout: Duration::from_secs(60),
+            max_per_client: 4,
+            max_commands: 32,
+            max_connections: 100,
+            working_dir: PathBuf::new(),
+            keep_env: ["PATH", "LANG", "LC_ALL", "TZ"].map(str::to_owned).to_vec(),
+            run_as: String::new(),
+        }
+    }
+}
+
+/// Resolved exec settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecSettings {
+    pub tcp: Option<SocketAddr>,
+    pub unix: Option<PathBuf>,
+    /// The server's private key, created on first start.
+    pub key_file: PathBuf,
+    pub authorized_keys: PathBuf,
+    pub policy: crate::exec::policy::PolicySettings,
+    pub max_per_client: usize,
+    pub max_commands: usize,
+    pub max_connections: usize,
 }
 
 /// `[ftp]`: the FTP server.
@@ -252,6 +307,7 @@ pub struct Settings {
     pub http: Option<HttpSettings>,
     pub bot: Option<BotConfig>,
     pub ftp: Option<FtpSettings>,
+    pub exec: Option<ExecSettings>,
 }
 
 /// Resolved bot settings.
@@ -392,6 +448,39 @@ impl FileConfig {
             max_connections: self.ftp.max_connections,
             max_per_ip: self.ftp.max_per_ip,
         });
+        let data_dir = overrides.data_dir.clone().unwrap_or_else(default_data_dir);
+        let exec = &self.exec;
+        if exec.max_per_client == 0 {
+            return Err(out_of_range("exec.max_per_client", "must be at least 1"));
+        }
+        if exec.max_commands == 0 {
+            return Err(out_of_range("exec.max_commands", "must be at least 1"));
+        }
+        if exec.max_connections == 0 {
+            return Err(out_of_range("exec.max_connections", "must be at least 1"));
+        }
+        if exec.timeout.is_zero() {
+            return Err(out_of_range("exec.timeout", "must be more than 0s"));
+        }
+        let set = |path: &PathBuf| (!path.as_os_str().is_empty()).then(|| path.clone());
+        let exec = exec.enabled.then(|| ExecSettings {
+            tcp: Some(SocketAddr::new(bind, exec.port)),
+            unix: set(&exec.unix_path),
+            key_file: data_dir.join("exec.key"),
+            authorized_keys: set(&exec.authorized_keys)
+                .unwrap_or_else(|| data_dir.join("authorized_keys")),
+            policy: crate::exec::policy::PolicySettings {
+                shell: exec.shell,
+                allow: exec.allow.clone(),
+                timeout: exec.timeout,
+                working_dir: set(&exec.working_dir),
+                keep_env: exec.keep_env.clone(),
+                run_as: (!exec.run_as.is_empty()).then(|| exec.run_as.clone()),
+            },
+            max_per_client: exec.max_per_client,
+            max_commands: exec.max_commands,
+            max_connections: exec.max_connections,
+        });
         let echo = &self.echo;
         let echo = echo.enabled.then(|| EchoSettings {
             tcp: echo.tcp.then_some(SocketAddr::new(bind, echo.port)),
@@ -401,12 +490,13 @@ impl FileConfig {
             max_connections: echo.max_connections,
         });
         Ok(Settings {
-            data_dir: overrides.data_dir.clone().unwrap_or_else(default_data_dir),
+            data_dir,
             grace_period: self.serve.grace_period,
             echo,
             http,
             bot,
             ftp,
+            exec,
         })
     }
 }

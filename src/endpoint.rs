@@ -10,8 +10,8 @@
 //! when dropped, if it is still the one this process created.
 //!
 //! [`SetupError`] is what starting a service can fail with: a [`BindError`],
-//! TLS files that cannot be used, a user store that cannot be read, or a bot
-//! script that does not validate.
+//! TLS files that cannot be used, a user store that cannot be read, a bot
+//! script that does not validate, or an exec key or policy that cannot be used.
 
 use std::fmt;
 use std::io;
@@ -107,6 +107,8 @@ pub enum SetupError {
     Users(#[from] crate::users::UserError),
     #[error("bot")]
     Script(#[from] crate::bot::script::ScriptError),
+    #[error(transparent)]
+    Exec(#[from] crate::exec::ExecSetupError),
 }
 
 impl SetupError {
@@ -114,6 +116,7 @@ impl SetupError {
     pub fn hint(&self) -> Option<String> {
         match self {
             SetupError::Bind(err) => err.hint(),
+            SetupError::Exec(err) => err.hint(),
             SetupError::Tls { .. } | SetupError::Users(_) | SetupError::Script(_) => None,
         }
     }
@@ -182,6 +185,13 @@ pub async fn bind_udp(addr: SocketAddr, origin: Origin) -> Result<UdpSocket, Bin
 pub struct SocketFile {
     path: PathBuf,
     identity: (u64, u64),
+}
+
+impl SocketFile {
+    /// Where the socket file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 impl Drop for SocketFile {

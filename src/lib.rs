@@ -9,6 +9,7 @@
 //! - [`listener`]: the one accept loop stream services run (connection limit, close log line).
 //! - [`frame`]: the length-prefixed frame codec that puts message boundaries on TCP.
 //! - [`echo`]: the uppercase echo service over TCP, UDP and Unix sockets.
+//! - [`exec`]: remote command execution over a Noise channel (keys, policy, process groups).
 //! - [`ftp`]: the FTP server (first part: passive mode, core commands).
 //! - [`http`]: the browser console: Hello World, health, metrics, live dashboard.
 //! - [`bench`]: load generators that check every reply, and the models side by side.
@@ -34,6 +35,7 @@ pub mod config;
 pub mod connect;
 pub mod echo;
 pub mod endpoint;
+pub mod exec;
 pub mod frame;
 pub mod ftp;
 pub mod http;

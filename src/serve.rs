@@ -11,6 +11,7 @@ use crate::bot::Bot;
 use crate::config::Settings;
 use crate::echo::Echo;
 use crate::endpoint::{Endpoint, SetupError};
+use crate::exec::Exec;
 use crate::ftp::Ftp;
 use crate::http::{self, AppState, Http};
 use crate::quota::Quotas;
@@ -24,6 +25,7 @@ pub struct Services {
     http: Option<Http>,
     bot: Option<Bot>,
     ftp: Option<Ftp>,
+    exec: Option<Exec>,
     users: Arc<UserStore>,
     quotas: Arc<Quotas>,
 }
@@ -50,15 +52,27 @@ impl Services {
             Some(ftp) => Some(Ftp::bind(ftp).await?),
             None => None,
         };
+        let exec = match &settings.exec {
+            Some(exec) => Some(Exec::bind(exec).await?),
+            None => None,
+        };
         let users = Arc::new(UserStore::open(&settings.data_dir)?);
         Ok(Services {
             echo,
             http,
             bot,
             ftp,
+            exec,
             users,
             quotas: Arc::new(Quotas::default()),
         })
+    }
+
+    /// The exec service's public key, when it runs.
+    pub fn exec_key(&self) -> Option<(crate::exec::keys::PublicKey, bool)> {
+        self.exec
+            .as_ref()
+            .map(|exec| (exec.public_key(), exec.created_key()))
     }
 
     /// One line per listening socket, in start order.
@@ -67,7 +81,8 @@ impl Services {
         let http = self.http.iter().flat_map(Http::endpoints);
         let bot = self.bot.iter().flat_map(Bot::endpoints);
         let ftp = self.ftp.iter().flat_map(Ftp::endpoints);
-        echo.chain(http).chain(bot).chain(ftp).collect()
+        let exec = self.exec.iter().flat_map(Exec::endpoints);
+        echo.chain(http).chain(bot).chain(ftp).chain(exec).collect()
     }
 
     /// Runs every service until `shutdown` is requested.
@@ -79,6 +94,9 @@ impl Services {
         }
         if let Some(ftp) = self.ftp {
             running.spawn(ftp.run(self.users.clone(), self.quotas.clone(), shutdown.clone()));
+        }
+        if let Some(exec) = self.exec {
+            running.spawn(exec.run(shutdown.clone()));
         }
         if let Some(bot) = self.bot {
             running.spawn(bot.run(shutdown.clone()));

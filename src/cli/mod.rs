@@ -7,6 +7,7 @@
 mod bench;
 mod config;
 mod connect;
+mod exec;
 mod serve;
 mod tools;
 mod user;
@@ -44,6 +45,8 @@ pub struct Cli {
 enum Command {
     Serve(serve::ServeArgs),
     Connect(connect::ConnectArgs),
+    Exec(exec::ExecArgs),
+    Keygen(exec::KeygenArgs),
     Config(config::ConfigArgs),
     User(user::UserArgs),
     Ports(tools::PortsArgs),
@@ -63,6 +66,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Connect(args) => connect::run(args),
+        Command::Exec(args) => exec::run(args),
+        Command::Keygen(args) => exec::keygen(args),
         Command::Config(args) => config::run(args),
         Command::User(args) => user::run(args),
         Command::Ports(args) => tools::ports(args),
@@ -120,9 +125,15 @@ pub fn one_line(err: &anyhow::Error) -> String {
         let bind = cause.downcast_ref::<sockit::endpoint::BindError>();
         let setup = cause.downcast_ref::<sockit::endpoint::SetupError>();
         let model = cause.downcast_ref::<sockit::echo::models::ModelError>();
+        let exec_setup = cause.downcast_ref::<sockit::exec::ExecSetupError>();
+        let exec_client = cause.downcast_ref::<sockit::exec::client::ClientError>();
+        let key = cause.downcast_ref::<sockit::exec::keys::KeyError>();
         bind.and_then(sockit::endpoint::BindError::hint)
             .or_else(|| setup.and_then(sockit::endpoint::SetupError::hint))
             .or_else(|| model.and_then(sockit::echo::models::ModelError::hint))
+            .or_else(|| exec_setup.and_then(sockit::exec::ExecSetupError::hint))
+            .or_else(|| exec_client.and_then(sockit::exec::client::ClientError::hint))
+            .or_else(|| key.and_then(sockit::exec::keys::KeyError::hint))
     });
     if let Some(hint) = hint {
         line.push_str("; hint: ");

@@ -41,6 +41,21 @@ enum Service {
     Http(HttpArgs),
     Bot(BotArgs),
     Ftp(FtpArgs),
+    Exec(ExecArgs),
+}
+
+/// Run the remote exec server alone (needs a client key in authorized_keys).
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  sockit serve exec                            on 127.0.0.1:9999\n  sockit serve exec --addr 127.0.0.1:0 --unix /tmp/exec.sock\n  sockit exec 127.0.0.1:9999 -- uname -a"
+)]
+struct ExecArgs {
+    /// Listen on this address instead of the config's.
+    #[arg(long, value_name = "ADDR")]
+    addr: Option<SocketAddr>,
+    /// Also listen on this Unix socket path.
+    #[arg(long, value_name = "PATH")]
+    unix: Option<PathBuf>,
 }
 
 /// Run the FTP server alone (first part: passive mode, core commands; see docs/ftp.md).
@@ -163,7 +178,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let settings = match args.service {
         Some(service) => only(service, &file, &overrides, &origin)?,
-        None => file.resolve(&overrides, &origin)?,
+        None => {
+            let mut settings = file.resolve(&overrides, &origin)?;
+            if let Some(exec) = &settings.exec
+                && !sockit::exec::Exec::has_clients(exec)?
+            {
+                eprintln!(
+                    "sockit: exec not started: no client key in {}; to add one, run `sockit keygen` on the client and append `<public key> <name>` to that file",
+                    exec.authorized_keys.display()
+                );
+                settings.exec = None;
+            }
+            settings
+        }
     };
     if let Some((model, workers, max_threads, udp_asked)) = teaching_model {
         let mut echo = settings.echo.clone().expect("echo is enabled");
@@ -216,6 +243,7 @@ fn only(
     only.http.enabled = matches!(service, Service::Http(_));
     only.bot.enabled = matches!(service, Service::Bot(_));
     only.ftp.enabled = matches!(service, Service::Ftp(_));
+    only.exec.enabled = matches!(service, Service::Exec(_));
     let mut settings = only.resolve(overrides, origin)?;
     match service {
         Service::Echo(flags) => {
@@ -237,6 +265,15 @@ fn only(
             let ftp = settings.ftp.as_mut().expect("ftp is enabled");
             if let Some(addr) = flags.addr {
                 ftp.addr = addr;
+            }
+        }
+        Service::Exec(flags) => {
+            let exec = settings.exec.as_mut().expect("exec is enabled");
+            if let Some(addr) = flags.addr {
+                exec.tcp = Some(addr);
+            }
+            if flags.unix.is_some() {
+                exec.unix = flags.unix;
             }
         }
         Service::Bot(flags) => {
@@ -273,6 +310,14 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     let services = Services::bind(&settings).await?;
     if settings.http.is_some() || settings.ftp.is_some() {
         create_first_admin(&settings.data_dir)?;
+    }
+    if let Some((key, created)) = services.exec_key() {
+        let fingerprint = key.fingerprint();
+        if created {
+            info!(%key, %fingerprint, "exec: created the server key");
+        } else {
+            info!(%key, %fingerprint, "exec: server key");
+        }
     }
     let endpoints = services.endpoints();
     if endpoints.is_empty() {
