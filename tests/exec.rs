@@ -41,6 +41,11 @@ fn running_as_root() -> bool {
 impl Exec {
     /// Starts a server whose `[exec]` section has `extra` added.
     fn start(extra: &str) -> Exec {
+        Exec::start_with_http(extra, false)
+    }
+
+    /// As [`Exec::start`], with the HTTP console on a free port when `http`.
+    fn start_with_http(extra: &str, http: bool) -> Exec {
         let client = tempfile::tempdir().unwrap();
         let key = KeyPair::generate();
         key.save(&client.path().join("client.key"), false).unwrap();
@@ -52,12 +57,12 @@ impl Exec {
         let unix = keys.path().join("exec.sock");
         let run_as = if running_as_root() { "nobody" } else { "" };
         let config = format!(
-            "[echo]\nenabled = false\n[http]\nenabled = false\n[bot]\nenabled = false\n\
+            "[echo]\nenabled = false\n[http]\nenabled = {http}\nport = 0\n[bot]\nenabled = false\n\
              [exec]\nport = 0\nunix_path = {unix:?}\nauthorized_keys = {authorized:?}\n\
              working_dir = {work:?}\nrun_as = {run_as:?}\n{extra}\n",
             work = work.path(),
         );
-        let server = ServeProcess::with_config(&config, 2);
+        let server = ServeProcess::with_config(&config, if http { 3 } else { 2 });
         let tcp = server.address("exec", "tcp");
         Exec {
             server,
@@ -722,4 +727,26 @@ fn as_root_without_run_as_the_server_refuses_to_start() {
         stderr.contains("root") && stderr.contains("run_as"),
         "{stderr}"
     );
+}
+
+#[test]
+fn the_console_counts_commands_by_exit_status() {
+    let exec = Exec::start_with_http("", true);
+    assert_eq!(code(&exec.run(&["--", "true"])), 0);
+    assert_eq!(code(&exec.run(&["--", "false"])), 1);
+    assert_eq!(code(&exec.run(&["--", "no-such-program-sockit"])), 127);
+    exec.server.wait_for_stderr("status=\"refused");
+    let mut http = std::net::TcpStream::connect(exec.server.address("http", "tcp")).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    http.read_to_string(&mut response).unwrap();
+    for line in [
+        "sockit_exec_commands_total{outcome=\"exited\",code=\"0\"} 1",
+        "sockit_exec_commands_total{outcome=\"exited\",code=\"1\"} 1",
+        "sockit_exec_commands_total{outcome=\"refused\",code=\"\"} 1",
+        "sockit_connections_total{service=\"exec\"} 3",
+    ] {
+        assert!(response.contains(line), "no `{line}` in:\n{response}");
+    }
 }

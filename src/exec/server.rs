@@ -265,8 +265,12 @@ where
             stderr_bytes = moved.stderr,
             "command"
         );
-        let label = status.split_whitespace().next().unwrap_or(status);
-        stats::counter("sockit_exec_commands_total", &[("status", label)])
+        // "exited 1" counts as outcome "exited", code "1"; "refused (why)" as
+        // outcome "refused" with no code.
+        let mut words = status.split_whitespace();
+        let outcome = words.next().unwrap_or(status);
+        let code = words.next().filter(|w| w.bytes().all(|b| b.is_ascii_digit())).unwrap_or("");
+        stats::counter("sockit_exec_commands_total", &[("outcome", outcome), ("code", code)])
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         stats::record(
             "exec",
@@ -325,7 +329,8 @@ fn reaped(
     }
 }
 
-/// The audit log's words for an exit status; the first word is the metric label.
+/// The audit log's words for an exit status: the outcome, then the code or
+/// signal number (the metric's labels).
 fn describe(status: ExitStatus) -> String {
     match status {
         ExitStatus::Exited(code) => format!("exited {code}"),
