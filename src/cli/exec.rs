@@ -182,13 +182,43 @@ fn forward_stdin() -> mpsc::Receiver<Bytes> {
     rx
 }
 
+/// Writes straight to a blocking std stream. The client's runtime has one
+/// thread and one session: when stdout blocks, there is nothing else it
+/// should be doing (the server waits, by TCP backpressure), and writing
+/// directly saves a thread hand-off per message that tokio's stdout makes.
+struct Blocking<W>(W);
+
+impl<W: Write + Unpin> tokio::io::AsyncWrite for Blocking<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(self.0.write(buf))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(self.0.flush())
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+
 async fn run_one(
     session: &mut Session,
     command: Command,
     mut interrupts: mpsc::Receiver<()>,
 ) -> Result<u8, ClientError> {
-    let mut stdout = tokio::io::stdout();
-    let mut stderr = tokio::io::stderr();
+    let mut stdout = Blocking(std::io::stdout().lock());
+    let mut stderr = Blocking(std::io::stderr());
     let status = session
         .run(
             command,
@@ -218,8 +248,8 @@ async fn interactive(
             }
         }
     });
-    let mut stdout = tokio::io::stdout();
-    let mut stderr = tokio::io::stderr();
+    let mut stdout = Blocking(std::io::stdout());
+    let mut stderr = Blocking(std::io::stderr());
     let mut last = 0;
     loop {
         {

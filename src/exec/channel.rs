@@ -1,24 +1,25 @@
 //! The encrypted channel under an exec session: a Noise XX handshake, then
 //! Noise transport messages, each carried in one frame of the frame codec.
 //!
-//! Every primitive is snow's (X25519, ChaCha20-Poly1305, BLAKE2s); this module
+//! Every primitive is snow's (X25519, AES-256-GCM, BLAKE2s; the cipher runs
+//! on ring's implementation through snow's `ring-accelerated`); this module
 //! only moves its messages and says what failed. The prologue names the
 //! protocol version, so two peers that speak different versions fail the
 //! handshake instead of misreading each other. Transport nonces count up in
 //! each direction, so a frame that is replayed, reordered, dropped or changed
 //! fails authentication and ends the channel.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
 
 use super::keys::{KeyPair, PublicKey};
-use super::wire::{MAX_NOISE_MESSAGE, WireError};
-use crate::frame::{FrameCodec, FrameError};
+use super::wire::{MAX_NOISE_MESSAGE, TAG_LEN, WireError};
+use crate::frame::{FrameCodec, FrameError, HEADER_LEN};
 
-/// The Noise protocol: XX pattern, Curve25519, ChaCha20-Poly1305, BLAKE2s.
-pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
+/// The Noise protocol: XX pattern, Curve25519, AES-256-GCM, BLAKE2s.
+pub const NOISE_PARAMS: &str = "Noise_XX_25519_AESGCM_BLAKE2s";
 
 /// Mixed into the handshake: both sides must agree on it.
 const PROLOGUE: &[u8] = b"sockit-exec/1";
@@ -53,7 +54,6 @@ pub struct Channel<S> {
     framed: Framed<S, FrameCodec>,
     transport: snow::TransportState,
     remote: PublicKey,
-    buffer: Vec<u8>,
 }
 
 impl<S> std::fmt::Debug for Channel<S> {
@@ -149,7 +149,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
             framed,
             transport,
             remote,
-            buffer,
         })
     }
 
@@ -178,7 +177,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
             framed,
             transport,
             remote,
-            buffer,
         })
     }
 
@@ -192,12 +190,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
     /// # Errors
     /// The connection fails.
     pub async fn send(&mut self, body: &[u8]) -> Result<(), ChannelError> {
-        let len = self
+        // Encrypt straight into the frame's place in the write buffer.
+        let out = self.framed.write_buffer_mut();
+        let start = out.len();
+        out.resize(start + HEADER_LEN + body.len() + TAG_LEN, 0);
+        match self
             .transport
-            .write_message(body, &mut self.buffer)
-            .map_err(|_| WireError::TooLarge(body.len()))?;
-        self.framed.send(&self.buffer[..len]).await?;
-        Ok(())
+            .write_message(body, &mut out[start + HEADER_LEN..])
+        {
+            Ok(len) => {
+                out.truncate(start + HEADER_LEN + len);
+                out[start..start + HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+            }
+            Err(_) => {
+                out.truncate(start);
+                return Err(WireError::TooLarge(body.len()).into());
+            }
+        }
+        self.flush().await
     }
 
     /// Sends what is queued: after [`Channel::connect`], the last handshake
@@ -216,15 +226,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
     /// # Errors
     /// [`ChannelError::Closed`] at a clean end, [`ChannelError::Tampered`]
     /// when a frame fails authentication.
-    pub async fn recv(&mut self) -> Result<Vec<u8>, ChannelError> {
+    pub async fn recv(&mut self) -> Result<Bytes, ChannelError> {
         let frame = next_frame(&mut self.framed).await?;
-        let mut plain = vec![0; frame.len()];
+        let mut plain = BytesMut::zeroed(frame.len());
         let len = self
             .transport
             .read_message(&frame, &mut plain)
             .map_err(|_| ChannelError::Tampered)?;
         plain.truncate(len);
-        Ok(plain)
+        Ok(plain.freeze())
     }
 
     /// The underlying stream, to shut it down.
@@ -256,7 +266,7 @@ mod tests {
         .await
         .unwrap();
         channel.send(b"ping").await.unwrap();
-        assert_eq!(channel.recv().await.unwrap(), b"pingping");
+        assert_eq!(&channel.recv().await.unwrap()[..], b"pingping");
         assert_eq!(server.await.unwrap(), client_keys.public());
     }
 

@@ -260,7 +260,7 @@ impl Session {
             }
             other => other?,
         };
-        ServerMessage::decode(&body).map_err(|err| ClientError::Channel(err.into()))
+        ServerMessage::decode(body).map_err(|err| ClientError::Channel(err.into()))
     }
 
     async fn send(&mut self, message: ClientMessage) -> Result<(), ClientError> {

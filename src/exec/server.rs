@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
 
@@ -194,7 +194,7 @@ where
         };
         let message = match message {
             Err(ChannelError::Closed) => return Ok(()),
-            other => ClientMessage::decode(&other?).map_err(ChannelError::from)?,
+            other => ClientMessage::decode(other?).map_err(ChannelError::from)?,
         };
         match message {
             ClientMessage::Run(command) => {
@@ -269,9 +269,15 @@ where
         // outcome "refused" with no code.
         let mut words = status.split_whitespace();
         let outcome = words.next().unwrap_or(status);
-        let code = words.next().filter(|w| w.bytes().all(|b| b.is_ascii_digit())).unwrap_or("");
-        stats::counter("sockit_exec_commands_total", &[("outcome", outcome), ("code", code)])
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let code = words
+            .next()
+            .filter(|w| w.bytes().all(|b| b.is_ascii_digit()))
+            .unwrap_or("");
+        stats::counter(
+            "sockit_exec_commands_total",
+            &[("outcome", outcome), ("code", code)],
+        )
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         stats::record(
             "exec",
             "command",
@@ -309,6 +315,21 @@ where
             audit(&format!("killed (client gone: {err})"), &moved);
             Err(err)
         }
+    }
+}
+
+/// Reads up to one message of output; `None` at the end (or on an error,
+/// which ends the stream the same way). Cancel-safe: bytes are only taken
+/// from the pipe by a read that completes.
+async fn read_chunk(
+    pipe: Option<&mut (impl AsyncRead + Unpin)>,
+    buffer: &mut BytesMut,
+) -> Option<Bytes> {
+    let pipe = pipe.expect("only polled for an open pipe");
+    buffer.reserve(MAX_BODY);
+    match pipe.read_buf(&mut (&mut *buffer).limit(MAX_BODY)).await {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(buffer.split().freeze()),
     }
 }
 
@@ -363,15 +384,15 @@ where
     let mut timed_out = false;
     let mut status: Option<std::process::ExitStatus> = None;
     let mut pending_input: Option<Bytes> = None;
-    let mut out_buf = vec![0; MAX_BODY];
-    let mut err_buf = vec![0; MAX_BODY];
+    let mut out_buf = BytesMut::new();
+    let mut err_buf = BytesMut::new();
     // Input from the client keeps being read (and dropped) after the
     // process's stdin is closed, so Ctrl-C and a dropped client are noticed.
     while status.is_none() || stdout.is_some() || stderr.is_some() {
         tokio::select! {
             message = channel.recv(), if pending_input.is_none() => {
                 let message = match message {
-                    Ok(body) => ClientMessage::decode(&body).map_err(ChannelError::from),
+                    Ok(body) => ClientMessage::decode(body).map_err(ChannelError::from),
                     Err(err) => Err(err),
                 };
                 match message {
@@ -411,22 +432,22 @@ where
                     }
                 }
             }
-            read = async { stdout.as_mut().expect("checked").read(&mut out_buf).await }, if stdout.is_some() => {
+            read = read_chunk(stdout.as_mut(), &mut out_buf), if stdout.is_some() => {
                 match read {
-                    Ok(0) | Err(_) => stdout = None,
-                    Ok(n) => {
-                        moved.stdout += n as u64;
-                        send(channel, ServerMessage::Stdout(Bytes::copy_from_slice(&out_buf[..n]))).await?;
+                    Some(data) => {
+                        moved.stdout += data.len() as u64;
+                        send(channel, ServerMessage::Stdout(data)).await?;
                     }
+                    None => stdout = None,
                 }
             }
-            read = async { stderr.as_mut().expect("checked").read(&mut err_buf).await }, if stderr.is_some() => {
+            read = read_chunk(stderr.as_mut(), &mut err_buf), if stderr.is_some() => {
                 match read {
-                    Ok(0) | Err(_) => stderr = None,
-                    Ok(n) => {
-                        moved.stderr += n as u64;
-                        send(channel, ServerMessage::Stderr(Bytes::copy_from_slice(&err_buf[..n]))).await?;
+                    Some(data) => {
+                        moved.stderr += data.len() as u64;
+                        send(channel, ServerMessage::Stderr(data)).await?;
                     }
+                    None => stderr = None,
                 }
             }
             result = &mut exited, if status.is_none() => status = Some(reaped(result)),

@@ -214,11 +214,11 @@ impl ClientMessage {
         checked(out)
     }
 
-    /// Decodes one message.
+    /// Decodes one message; data is shared with `message`, not copied.
     ///
     /// # Errors
     /// What is wrong with it.
-    pub fn decode(message: &[u8]) -> Result<ClientMessage, WireError> {
+    pub fn decode(message: Bytes) -> Result<ClientMessage, WireError> {
         let (&tag, mut body) = message.split_first().ok_or(WireError::Empty)?;
         match tag {
             RUN_ARGV => {
@@ -240,7 +240,7 @@ impl ClientMessage {
                 }
                 Ok(ClientMessage::Run(Command::Shell(body.to_vec())))
             }
-            STDIN => Ok(ClientMessage::Stdin(Bytes::copy_from_slice(body))),
+            STDIN => Ok(ClientMessage::Stdin(message.slice(1..))),
             STDIN_END => expect_end(body, tag).map(|()| ClientMessage::StdinEnd),
             INTERRUPT => expect_end(body, tag).map(|()| ClientMessage::Interrupt),
             other => Err(WireError::UnknownTag(other)),
@@ -285,11 +285,11 @@ impl ServerMessage {
         checked(out)
     }
 
-    /// Decodes one message.
+    /// Decodes one message; data is shared with `message`, not copied.
     ///
     /// # Errors
     /// What is wrong with it.
-    pub fn decode(message: &[u8]) -> Result<ServerMessage, WireError> {
+    pub fn decode(message: Bytes) -> Result<ServerMessage, WireError> {
         let (&tag, body) = message.split_first().ok_or(WireError::Empty)?;
         let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
         match tag {
@@ -302,8 +302,8 @@ impl ServerMessage {
                     message: text(rest),
                 })
             }
-            STDOUT => Ok(ServerMessage::Stdout(Bytes::copy_from_slice(body))),
-            STDERR => Ok(ServerMessage::Stderr(Bytes::copy_from_slice(body))),
+            STDOUT => Ok(ServerMessage::Stdout(message.slice(1..))),
+            STDERR => Ok(ServerMessage::Stderr(message.slice(1..))),
             EXIT => match *body {
                 [EXITED, code] => Ok(ServerMessage::Exit(ExitStatus::Exited(code))),
                 [SIGNALED, signal] => Ok(ServerMessage::Exit(ExitStatus::Signaled(signal))),
@@ -327,12 +327,12 @@ mod tests {
 
     fn client_round_trip(message: ClientMessage) {
         let bytes = message.encode().unwrap();
-        assert_eq!(ClientMessage::decode(&bytes).unwrap(), message);
+        assert_eq!(ClientMessage::decode(bytes.freeze()).unwrap(), message);
     }
 
     fn server_round_trip(message: ServerMessage) {
         let bytes = message.encode().unwrap();
-        assert_eq!(ServerMessage::decode(&bytes).unwrap(), message);
+        assert_eq!(ServerMessage::decode(bytes.freeze()).unwrap(), message);
     }
 
     #[test]
@@ -366,36 +366,39 @@ mod tests {
 
     #[test]
     fn malformed_messages_are_errors() {
-        assert_eq!(ClientMessage::decode(b""), Err(WireError::Empty));
         assert_eq!(
-            ClientMessage::decode(&[RUN_ARGV]),
+            ClientMessage::decode(Bytes::from_static(b"")),
+            Err(WireError::Empty)
+        );
+        assert_eq!(
+            ClientMessage::decode(Bytes::from_static(&[RUN_ARGV])),
             Err(WireError::Invalid("a command needs a program"))
         );
         assert_eq!(
-            ClientMessage::decode(&[RUN_ARGV, 0, 0, 0, 9, b'x']),
+            ClientMessage::decode(Bytes::from_static(&[RUN_ARGV, 0, 0, 0, 9, b'x'])),
             Err(WireError::Truncated { tag: RUN_ARGV })
         );
         assert_eq!(
-            ClientMessage::decode(&[RUN_ARGV, 0, 0, 0, 2, b'x', 0]),
+            ClientMessage::decode(Bytes::from_static(&[RUN_ARGV, 0, 0, 0, 2, b'x', 0])),
             Err(WireError::Invalid("an argument contains a NUL byte"))
         );
         assert_eq!(
-            ClientMessage::decode(&[STDIN_END, 1]),
+            ClientMessage::decode(Bytes::from_static(&[STDIN_END, 1])),
             Err(WireError::Trailing {
                 tag: STDIN_END,
                 extra: 1
             })
         );
         assert_eq!(
-            ClientMessage::decode(&[0x7f]),
+            ClientMessage::decode(Bytes::from_static(&[0x7f])),
             Err(WireError::UnknownTag(0x7f))
         );
         assert_eq!(
-            ServerMessage::decode(&[EXIT, 7, 0]),
+            ServerMessage::decode(Bytes::from_static(&[EXIT, 7, 0])),
             Err(WireError::Invalid("unknown exit kind"))
         );
         assert_eq!(
-            ServerMessage::decode(&[EXIT, 0]),
+            ServerMessage::decode(Bytes::from_static(&[EXIT, 0])),
             Err(WireError::Truncated { tag: EXIT })
         );
     }
@@ -424,8 +427,8 @@ mod tests {
     proptest! {
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let _ = ClientMessage::decode(&bytes);
-            let _ = ServerMessage::decode(&bytes);
+            let _ = ClientMessage::decode(Bytes::from(bytes.clone()));
+            let _ = ServerMessage::decode(Bytes::from(bytes));
         }
     }
 }
