@@ -2,17 +2,18 @@
 //! make the keys that prove who is asking.
 
 use std::ffi::OsString;
-use std::io::{BufRead, IsTerminal, Read, Write};
+use std::io::{BufRead, IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use bytes::Bytes;
+use bytes::BytesMut;
 use clap::Args;
 use sockit::exec::client::{ClientError, ServerTrust, Session, Target};
 use sockit::exec::keys::{KeyPair, KnownHosts, PublicKey};
-use sockit::exec::wire::{Command, MAX_BODY};
+use sockit::exec::wire::{Command, DataMessage, Stream};
 use tokio::sync::mpsc;
 
 /// Run a command on a sockit exec server, over an encrypted channel on
@@ -160,22 +161,14 @@ fn watch_interrupts() -> mpsc::Receiver<()> {
 
 /// The client's stdin in chunks, read by a thread (reads of a terminal or
 /// pipe block, and must not hold up the runtime).
-fn forward_stdin() -> mpsc::Receiver<Bytes> {
+fn forward_stdin() -> mpsc::Receiver<DataMessage> {
     let (tx, rx) = mpsc::channel(4);
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
-        let mut buffer = vec![0; MAX_BODY];
-        loop {
-            match stdin.read(&mut buffer) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tx
-                        .blocking_send(Bytes::copy_from_slice(&buffer[..n]))
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
+        let mut buffer = BytesMut::new();
+        while let Ok(Some(message)) = DataMessage::read(Stream::Stdin, &mut buffer, &mut stdin) {
+            if tx.blocking_send(message).is_err() {
+                break;
             }
         }
     });
@@ -217,7 +210,13 @@ async fn run_one(
     command: Command,
     mut interrupts: mpsc::Receiver<()>,
 ) -> Result<u8, ClientError> {
-    let mut stdout = Blocking(std::io::stdout().lock());
+    // A duplicate of fd 1: the standard library's stdout buffers by line,
+    // scanning every byte for newlines, which bulk output does not need.
+    let stdout = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(ClientError::Output)?;
+    let mut stdout = Blocking(std::fs::File::from(stdout));
     let mut stderr = Blocking(std::io::stderr());
     let status = session
         .run(

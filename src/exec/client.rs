@@ -8,14 +8,13 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
 
 use super::channel::{Channel, ChannelError};
 use super::keys::{HostCheck, KeyError, KeyPair, KnownHosts, PublicKey};
-use super::wire::{ClientMessage, Command, ExitStatus, Refusal, ServerMessage};
+use super::wire::{ClientMessage, Command, DataMessage, ExitStatus, Refusal, ServerMessage};
 
 /// The exec port when an address has none.
 pub const DEFAULT_PORT: u16 = 9999;
@@ -175,8 +174,8 @@ impl fmt::Debug for Session {
     }
 }
 
-/// Input for a command: chunks of stdin, then the end (`None`).
-pub type Input = mpsc::Receiver<Bytes>;
+/// Input for a command: stdin messages, then the end (the channel closes).
+pub type Input = mpsc::Receiver<DataMessage>;
 
 impl Session {
     /// Connects and runs the handshake, checking the server's key.
@@ -314,7 +313,7 @@ impl Session {
                 }
                 chunk = input.recv(), if input_open => {
                     match chunk {
-                        Some(data) => self.send(ClientMessage::Stdin(data)).await?,
+                        Some(data) => self.channel.send(data.body()).await?,
                         None => {
                             input_open = false;
                             self.send(ClientMessage::StdinEnd).await?;

@@ -16,15 +16,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
 
 use super::channel::{Channel, ChannelError};
 use super::keys::{AuthorizedKeys, KeyPair};
 use super::policy::Policy;
 use super::process::{self, Running};
-use super::wire::{ClientMessage, Command, ExitStatus, MAX_BODY, Refusal, ServerMessage};
+use super::wire::{
+    ClientMessage, Command, DataMessage, ExitStatus, Refusal, ServerMessage, Stream,
+};
 use crate::listener::{Counted, Outcome, Peer};
 use crate::shutdown::Shutdown;
 use crate::stats;
@@ -318,21 +320,6 @@ where
     }
 }
 
-/// Reads up to one message of output; `None` at the end (or on an error,
-/// which ends the stream the same way). Cancel-safe: bytes are only taken
-/// from the pipe by a read that completes.
-async fn read_chunk(
-    pipe: Option<&mut (impl AsyncRead + Unpin)>,
-    buffer: &mut BytesMut,
-) -> Option<Bytes> {
-    let pipe = pipe.expect("only polled for an open pipe");
-    buffer.reserve(MAX_BODY);
-    match pipe.read_buf(&mut (&mut *buffer).limit(MAX_BODY)).await {
-        Ok(0) | Err(_) => None,
-        Ok(_) => Some(buffer.split().freeze()),
-    }
-}
-
 /// The status the waiter reported; 255 if waiting failed (which would mean
 /// the child was reaped elsewhere).
 fn reaped(
@@ -432,22 +419,26 @@ where
                     }
                 }
             }
-            read = read_chunk(stdout.as_mut(), &mut out_buf), if stdout.is_some() => {
+            // The expression is evaluated even when the branch is disabled:
+            // the async block keeps the unwrap for when it is polled.
+            read = async { DataMessage::read_async(Stream::Stdout, &mut out_buf, stdout.as_mut().expect("checked")).await }, if stdout.is_some() => {
                 match read {
-                    Some(data) => {
-                        moved.stdout += data.len() as u64;
-                        send(channel, ServerMessage::Stdout(data)).await?;
+                    Ok(Some(data)) => {
+                        moved.stdout += data.data_len() as u64;
+                        channel.send(data.body()).await?;
                     }
-                    None => stdout = None,
+                    Ok(None) | Err(_) => stdout = None,
                 }
             }
-            read = read_chunk(stderr.as_mut(), &mut err_buf), if stderr.is_some() => {
+            // The expression is evaluated even when the branch is disabled:
+            // the async block keeps the unwrap for when it is polled.
+            read = async { DataMessage::read_async(Stream::Stderr, &mut err_buf, stderr.as_mut().expect("checked")).await }, if stderr.is_some() => {
                 match read {
-                    Some(data) => {
-                        moved.stderr += data.len() as u64;
-                        send(channel, ServerMessage::Stderr(data)).await?;
+                    Ok(Some(data)) => {
+                        moved.stderr += data.data_len() as u64;
+                        channel.send(data.body()).await?;
                     }
-                    None => stderr = None,
+                    Ok(None) | Err(_) => stderr = None,
                 }
             }
             result = &mut exited, if status.is_none() => status = Some(reaped(result)),

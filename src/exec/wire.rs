@@ -119,6 +119,85 @@ pub enum ServerMessage {
     Exit(ExitStatus),
 }
 
+/// The streams a data message can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdin,
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    fn tag(self) -> u8 {
+        match self {
+            Stream::Stdin => STDIN,
+            Stream::Stdout => STDOUT,
+            Stream::Stderr => STDERR,
+        }
+    }
+}
+
+/// An encoded `Stdin`, `Stdout` or `Stderr` message built in place: the tag
+/// byte, then data read straight in after it, so sending it copies nothing.
+/// The bulk paths use this; [`ClientMessage::Stdin`] and
+/// [`ServerMessage::Stdout`] are what the other side decodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataMessage(Bytes);
+
+impl DataMessage {
+    /// Reads up to [`MAX_BODY`] bytes from a blocking reader into a new
+    /// message; `None` at the end of the reader.
+    ///
+    /// # Errors
+    /// The read fails.
+    pub fn read(
+        stream: Stream,
+        buffer: &mut BytesMut,
+        reader: &mut impl std::io::Read,
+    ) -> std::io::Result<Option<DataMessage>> {
+        buffer.clear();
+        buffer.resize(1 + MAX_BODY, 0);
+        buffer[0] = stream.tag();
+        let n = loop {
+            match reader.read(&mut buffer[1..]) {
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        buffer.truncate(1 + n);
+        Ok((n > 0).then(|| DataMessage(buffer.split().freeze())))
+    }
+
+    /// Reads up to [`MAX_BODY`] bytes from an async reader into a new
+    /// message; `None` at the end. Cancel-safe: bytes are only taken from
+    /// the reader by a read that completes.
+    ///
+    /// # Errors
+    /// The read fails.
+    pub async fn read_async(
+        stream: Stream,
+        buffer: &mut BytesMut,
+        reader: &mut (impl tokio::io::AsyncRead + Unpin),
+    ) -> std::io::Result<Option<DataMessage>> {
+        use tokio::io::AsyncReadExt;
+        buffer.clear();
+        buffer.reserve(1 + MAX_BODY);
+        buffer.put_u8(stream.tag());
+        let n = reader.read_buf(&mut (&mut *buffer).limit(MAX_BODY)).await?;
+        Ok((n > 0).then(|| DataMessage(buffer.split().freeze())))
+    }
+
+    /// The encoded message, ready to encrypt.
+    pub fn body(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// How many bytes of data it carries.
+    pub fn data_len(&self) -> usize {
+        self.0.len() - 1
+    }
+}
+
 /// A message that cannot be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -414,6 +493,33 @@ mod tests {
             ClientMessage::Stdin(Bytes::from(vec![0; MAX_BODY]))
                 .encode()
                 .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn data_messages_built_in_place_decode_as_the_plain_ones() {
+        let mut buffer = BytesMut::new();
+        let mut input: &[u8] = b"abc";
+        let message = DataMessage::read(Stream::Stdin, &mut buffer, &mut input)
+            .unwrap()
+            .unwrap();
+        assert_eq!(message.data_len(), 3);
+        assert_eq!(
+            ClientMessage::decode(Bytes::copy_from_slice(message.body())),
+            Ok(ClientMessage::Stdin(Bytes::from_static(b"abc")))
+        );
+        assert_eq!(
+            DataMessage::read(Stream::Stdin, &mut buffer, &mut input).unwrap(),
+            None
+        );
+        let mut output: &[u8] = b"out";
+        let message = DataMessage::read_async(Stream::Stderr, &mut buffer, &mut output)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ServerMessage::decode(Bytes::copy_from_slice(message.body())),
+            Ok(ServerMessage::Stderr(Bytes::from_static(b"out")))
         );
     }
 
