@@ -10,6 +10,8 @@
 //! fails authentication and ends the channel.
 
 use bytes::{Bytes, BytesMut};
+use std::task::Poll;
+
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
@@ -190,6 +192,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
     /// # Errors
     /// The connection fails.
     pub async fn send(&mut self, body: &[u8]) -> Result<(), ChannelError> {
+        self.queue(body)?;
+        self.flush().await
+    }
+
+    /// Encrypts one message body into the write buffer without sending it;
+    /// [`Channel::flush`] or [`Channel::recv_or_drain`] sends it.
+    ///
+    /// # Errors
+    /// The body does not fit one Noise message.
+    pub fn queue(&mut self, body: &[u8]) -> Result<(), ChannelError> {
         // Encrypt straight into the frame's place in the write buffer.
         let out = self.framed.write_buffer_mut();
         let start = out.len();
@@ -201,13 +213,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
             Ok(len) => {
                 out.truncate(start + HEADER_LEN + len);
                 out[start..start + HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+                Ok(())
             }
             Err(_) => {
                 out.truncate(start);
-                return Err(WireError::TooLarge(body.len()).into());
+                Err(WireError::TooLarge(body.len()).into())
             }
         }
-        self.flush().await
+    }
+
+    /// Bytes queued and not yet written to the connection.
+    pub fn backlog(&self) -> usize {
+        self.framed.write_buffer().len()
+    }
+
+    /// Waits for the next message while writing what is queued, so a peer
+    /// that is itself blocked writing to us is always read: two peers that
+    /// both send a lot at once cannot deadlock. Returns `None` when the
+    /// queue has been written out before a message arrived. Cancel-safe.
+    ///
+    /// # Errors
+    /// As [`Channel::recv`], or the write fails.
+    pub async fn recv_or_drain(&mut self) -> Result<Option<Bytes>, ChannelError> {
+        let frame = std::future::poll_fn(|cx| {
+            if self.backlog() > 0 {
+                match SinkExt::<&[u8]>::poll_flush_unpin(&mut self.framed, cx) {
+                    Poll::Ready(Ok(())) => return Poll::Ready(Ok(None)),
+                    Poll::Ready(Err(err)) => return Poll::Ready(Err(ChannelError::from(err))),
+                    Poll::Pending => {}
+                }
+            }
+            match self.framed.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Ok(Some(frame))),
+                Poll::Ready(Some(Err(err))) => Poll::Ready(Err(err.into())),
+                Poll::Ready(None) => Poll::Ready(Err(ChannelError::Closed)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await?;
+        frame.map(|frame| self.decrypt(&frame)).transpose()
     }
 
     /// Sends what is queued: after [`Channel::connect`], the last handshake
@@ -228,10 +272,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
     /// when a frame fails authentication.
     pub async fn recv(&mut self) -> Result<Bytes, ChannelError> {
         let frame = next_frame(&mut self.framed).await?;
+        self.decrypt(&frame)
+    }
+
+    /// Authenticates and decrypts one transport message.
+    fn decrypt(&mut self, frame: &[u8]) -> Result<Bytes, ChannelError> {
         let mut plain = BytesMut::zeroed(frame.len());
         let len = self
             .transport
-            .read_message(&frame, &mut plain)
+            .read_message(frame, &mut plain)
             .map_err(|_| ChannelError::Tampered)?;
         plain.truncate(len);
         Ok(plain.freeze())

@@ -16,6 +16,9 @@ use super::channel::{Channel, ChannelError};
 use super::keys::{HostCheck, KeyError, KeyPair, KnownHosts, PublicKey};
 use super::wire::{ClientMessage, Command, DataMessage, ExitStatus, Refusal, ServerMessage};
 
+/// How much input may wait to be written before stdin is read again.
+const MAX_BACKLOG: usize = 256 * 1024;
+
 /// The exec port when an address has none.
 pub const DEFAULT_PORT: u16 = 9999;
 
@@ -251,7 +254,17 @@ impl Session {
     }
 
     async fn recv(&mut self) -> Result<ServerMessage, ClientError> {
-        let body = match self.channel.recv().await {
+        loop {
+            if let Some(message) = self.recv_or_drain().await? {
+                return Ok(message);
+            }
+        }
+    }
+
+    /// The next message, writing queued input meanwhile; `None` once the
+    /// queue is written out.
+    async fn recv_or_drain(&mut self) -> Result<Option<ServerMessage>, ClientError> {
+        let body = match self.channel.recv_or_drain().await {
             Err(ChannelError::Closed) if self.welcomed.is_none() => {
                 return Err(ClientError::Rejected(
                     "the server closed the connection after the handshake".to_owned(),
@@ -259,7 +272,15 @@ impl Session {
             }
             other => other?,
         };
-        ServerMessage::decode(body).map_err(|err| ClientError::Channel(err.into()))
+        body.map(|body| ServerMessage::decode(body).map_err(|err| ClientError::Channel(err.into())))
+            .transpose()
+    }
+
+    fn queue(&mut self, message: ClientMessage) -> Result<(), ClientError> {
+        let body = message
+            .encode()
+            .map_err(|err| ClientError::Protocol(err.to_string()))?;
+        self.channel.queue(&body).map_err(ClientError::from)
     }
 
     async fn send(&mut self, message: ClientMessage) -> Result<(), ClientError> {
@@ -287,9 +308,13 @@ impl Session {
         let mut input_open = true;
         let mut interrupts_open = true;
         loop {
+            // Input is queued, not awaited: the loop keeps reading output
+            // while it is written (see `Channel::recv_or_drain`).
+            let room = self.channel.backlog() < MAX_BACKLOG;
             tokio::select! {
-                message = self.recv() => {
-                    match message? {
+                message = self.recv_or_drain() => {
+                    let Some(message) = message? else { continue };
+                    match message {
                         message @ (ServerMessage::Welcome { .. } | ServerMessage::Refused { why: Refusal::UnknownKey, .. })
                             if self.welcomed.is_none() => {
                             self.expect_welcome(message)?;
@@ -311,18 +336,18 @@ impl Session {
                         }
                     }
                 }
-                chunk = input.recv(), if input_open => {
+                chunk = input.recv(), if input_open && room => {
                     match chunk {
-                        Some(data) => self.channel.send(data.body()).await?,
+                        Some(data) => self.channel.queue(data.body())?,
                         None => {
                             input_open = false;
-                            self.send(ClientMessage::StdinEnd).await?;
+                            self.queue(ClientMessage::StdinEnd)?;
                         }
                     }
                 }
                 interrupt = interrupts.recv(), if interrupts_open => {
                     match interrupt {
-                        Some(()) => self.send(ClientMessage::Interrupt).await?,
+                        Some(()) => self.queue(ClientMessage::Interrupt)?,
                         None => interrupts_open = false,
                     }
                 }
