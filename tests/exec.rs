@@ -282,10 +282,9 @@ fn a_hundred_mib_of_stdin_comes_back_through_cat() {
     );
 }
 
-/// Processes in group `pgid` that are still alive (zombies are dead: they
-/// only wait for their parent to collect them).
-fn live_members(pgid: i32) -> Vec<i32> {
-    let mut live = Vec::new();
+/// Every process's (pid, state, parent pid, process group), from /proc.
+fn processes() -> Vec<(i32, String, i32, i32)> {
+    let mut all = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
@@ -296,30 +295,29 @@ fn live_members(pgid: i32) -> Vec<i32> {
         // Fields after the parenthesised command: state, ppid, pgrp, ...
         let after = &stat[stat.rfind(')').unwrap() + 2..];
         let fields: Vec<&str> = after.split_whitespace().collect();
-        if fields[2].parse::<i32>() == Ok(pgid) && fields[0] != "Z" {
-            live.push(pid);
-        }
+        let number = |i: usize| fields[i].parse::<i32>().unwrap();
+        all.push((pid, fields[0].to_owned(), number(1), number(2)));
     }
-    live
+    all
+}
+
+/// Processes in group `pgid` that are still alive (zombies are dead: they
+/// only wait for their parent to collect them).
+fn live_members(pgid: i32) -> Vec<i32> {
+    processes()
+        .into_iter()
+        .filter(|(_, state, _, group)| *group == pgid && state != "Z")
+        .map(|(pid, ..)| pid)
+        .collect()
 }
 
 /// Zombie children of `parent`: children it has not reaped.
 fn zombie_children(parent: i32) -> Vec<i32> {
-    let mut zombies = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        if fields[0] == "Z" && fields[1].parse::<i32>() == Ok(parent) {
-            zombies.push(pid);
-        }
-    }
-    zombies
+    processes()
+        .into_iter()
+        .filter(|(_, state, ppid, _)| *ppid == parent && state == "Z")
+        .map(|(pid, ..)| pid)
+        .collect()
 }
 
 #[test]

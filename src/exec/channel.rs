@@ -141,17 +141,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
         write_handshake(&mut framed, &mut state, &mut buffer, true).await?;
         let message = next_frame(&mut framed).await?;
         read_handshake(&mut state, &message, &mut buffer)?;
-        let remote = remote_key(&state);
-        accept_server(&remote).map_err(ChannelError::KeyRefused)?;
+        accept_server(&remote_key(&state)).map_err(ChannelError::KeyRefused)?;
         write_handshake(&mut framed, &mut state, &mut buffer, false).await?;
-        let transport = state
-            .into_transport_mode()
-            .map_err(ChannelError::Handshake)?;
-        Ok(Channel {
-            framed,
-            transport,
-            remote,
-        })
+        Channel::established(framed, state)
     }
 
     /// Runs the server side of the handshake. The client's key is only
@@ -171,6 +163,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
         write_handshake(&mut framed, &mut state, &mut buffer, true).await?;
         let message = next_frame(&mut framed).await?;
         read_handshake(&mut state, &message, &mut buffer)?;
+        Channel::established(framed, state)
+    }
+
+    /// The channel after a completed handshake.
+    fn established(
+        framed: Framed<S, FrameCodec>,
+        state: snow::HandshakeState,
+    ) -> Result<Channel<S>, ChannelError> {
         let remote = remote_key(&state);
         let transport = state
             .into_transport_mode()
