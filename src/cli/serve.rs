@@ -176,6 +176,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         )),
         _ => None,
     };
+    // With every service, exec waits for a client key; the note saying so
+    // is printed once the others are up (a failed start prints one line).
+    let mut exec_note = None;
     let settings = match args.service {
         Some(service) => only(service, &file, &overrides, &origin)?,
         None => {
@@ -183,10 +186,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             if let Some(exec) = &settings.exec
                 && !sockit::exec::Exec::has_clients(exec)?
             {
-                eprintln!(
+                exec_note = Some(format!(
                     "sockit: exec not started: no client key in {}; to add one, run `sockit keygen` on the client and append `<public key> <name>` to that file",
                     exec.authorized_keys.display()
-                );
+                ));
                 settings.exec = None;
             }
             settings
@@ -204,7 +207,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot create the data dir {}", settings.data_dir.display()))?;
 
     let runtime = super::runtime()?;
-    let result = runtime.block_on(serve(settings));
+    let result = runtime.block_on(serve(settings, exec_note));
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     result
 }
@@ -304,7 +307,7 @@ fn create_first_admin(data_dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+async fn serve(settings: Settings, exec_note: Option<String>) -> anyhow::Result<ExitCode> {
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let services = Services::bind(&settings).await?;
@@ -329,6 +332,9 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     }
     stdout.flush()?;
     drop(stdout);
+    if let Some(note) = exec_note {
+        eprintln!("{note}");
+    }
 
     let shutdown = Shutdown::new(settings.grace_period);
     let running = tokio::spawn(services.run(shutdown.clone()));
