@@ -23,6 +23,10 @@ use crate::frame::{FrameCodec, FrameError, HEADER_LEN};
 /// The Noise protocol: XX pattern, Curve25519, AES-256-GCM, BLAKE2s.
 pub const NOISE_PARAMS: &str = "Noise_XX_25519_AESGCM_BLAKE2s";
 
+/// How many queued bytes a sender lets build up before it stops producing
+/// more (reading stdin, or a command's output) until they are written.
+pub const MAX_BACKLOG: usize = 256 * 1024;
+
 /// Mixed into the handshake: both sides must agree on it.
 const PROLOGUE: &[u8] = b"sockit-exec/1";
 
@@ -230,11 +234,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
     /// Waits for the next message while writing what is queued, so a peer
     /// that is itself blocked writing to us is always read: two peers that
     /// both send a lot at once cannot deadlock. Returns `None` when the
-    /// queue has been written out before a message arrived. Cancel-safe.
+    /// queue has been written out before a message arrived. With `read`
+    /// false it only writes (for a caller that cannot take a message now).
+    /// Cancel-safe.
     ///
     /// # Errors
     /// As [`Channel::recv`], or the write fails.
-    pub async fn recv_or_drain(&mut self) -> Result<Option<Bytes>, ChannelError> {
+    pub async fn recv_or_drain(&mut self, read: bool) -> Result<Option<Bytes>, ChannelError> {
         let frame = std::future::poll_fn(|cx| {
             if self.backlog() > 0 {
                 match SinkExt::<&[u8]>::poll_flush_unpin(&mut self.framed, cx) {
@@ -242,6 +248,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
                     Poll::Ready(Err(err)) => return Poll::Ready(Err(ChannelError::from(err))),
                     Poll::Pending => {}
                 }
+            }
+            if !read {
+                return Poll::Pending;
             }
             match self.framed.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(frame))) => Poll::Ready(Ok(Some(frame))),

@@ -16,9 +16,6 @@ use super::channel::{Channel, ChannelError};
 use super::keys::{HostCheck, KeyError, KeyPair, KnownHosts, PublicKey};
 use super::wire::{ClientMessage, Command, DataMessage, ExitStatus, Refusal, ServerMessage};
 
-/// How much input may wait to be written before stdin is read again.
-const MAX_BACKLOG: usize = 256 * 1024;
-
 /// The exec port when an address has none.
 pub const DEFAULT_PORT: u16 = 9999;
 
@@ -264,7 +261,7 @@ impl Session {
     /// The next message, writing queued input meanwhile; `None` once the
     /// queue is written out.
     async fn recv_or_drain(&mut self) -> Result<Option<ServerMessage>, ClientError> {
-        let body = match self.channel.recv_or_drain().await {
+        let body = match self.channel.recv_or_drain(true).await {
             Err(ChannelError::Closed) if self.welcomed.is_none() => {
                 return Err(ClientError::Rejected(
                     "the server closed the connection after the handshake".to_owned(),
@@ -310,7 +307,7 @@ impl Session {
         loop {
             // Input is queued, not awaited: the loop keeps reading output
             // while it is written (see `Channel::recv_or_drain`).
-            let room = self.channel.backlog() < MAX_BACKLOG;
+            let room = self.channel.backlog() < super::channel::MAX_BACKLOG;
             tokio::select! {
                 message = self.recv_or_drain() => {
                     let Some(message) = message? else { continue };

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
 
-use super::channel::{Channel, ChannelError};
+use super::channel::{Channel, ChannelError, MAX_BACKLOG};
 use super::keys::{AuthorizedKeys, KeyPair};
 use super::policy::Policy;
 use super::process::{self, Running};
@@ -377,9 +377,13 @@ where
     // process's stdin is closed, so Ctrl-C and a dropped client are noticed.
     while status.is_none() || stdout.is_some() || stderr.is_some() {
         tokio::select! {
-            message = channel.recv(), if pending_input.is_none() => {
-                let message = match message {
-                    Ok(body) => ClientMessage::decode(body).map_err(ChannelError::from),
+            // Output is queued, and written while the client's messages are
+            // read: the session never stops reading because it is writing.
+            event = channel.recv_or_drain(pending_input.is_none()),
+                if pending_input.is_none() || channel.backlog() > 0 => {
+                let message = match event {
+                    Ok(None) => continue,
+                    Ok(Some(body)) => ClientMessage::decode(body).map_err(ChannelError::from),
                     Err(err) => Err(err),
                 };
                 match message {
@@ -421,22 +425,22 @@ where
             }
             // The expression is evaluated even when the branch is disabled:
             // the async block keeps the unwrap for when it is polled.
-            read = async { DataMessage::read_async(Stream::Stdout, &mut out_buf, stdout.as_mut().expect("checked")).await }, if stdout.is_some() => {
+            read = async { DataMessage::read_async(Stream::Stdout, &mut out_buf, stdout.as_mut().expect("checked")).await }, if stdout.is_some() && channel.backlog() < MAX_BACKLOG => {
                 match read {
                     Ok(Some(data)) => {
                         moved.stdout += data.data_len() as u64;
-                        channel.send(data.body()).await?;
+                        channel.queue(data.body())?;
                     }
                     Ok(None) | Err(_) => stdout = None,
                 }
             }
             // The expression is evaluated even when the branch is disabled:
             // the async block keeps the unwrap for when it is polled.
-            read = async { DataMessage::read_async(Stream::Stderr, &mut err_buf, stderr.as_mut().expect("checked")).await }, if stderr.is_some() => {
+            read = async { DataMessage::read_async(Stream::Stderr, &mut err_buf, stderr.as_mut().expect("checked")).await }, if stderr.is_some() && channel.backlog() < MAX_BACKLOG => {
                 match read {
                     Ok(Some(data)) => {
                         moved.stderr += data.data_len() as u64;
-                        channel.send(data.body()).await?;
+                        channel.queue(data.body())?;
                     }
                     Ok(None) | Err(_) => stderr = None,
                 }
