@@ -294,11 +294,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
         plain.truncate(len);
         Ok(plain.freeze())
     }
-
-    /// The underlying stream, to shut it down.
-    pub fn get_mut(&mut self) -> &mut S {
-        self.framed.get_mut()
-    }
 }
 
 #[cfg(test)]

@@ -92,14 +92,6 @@ pub struct Policy {
     switch_to: Option<Identity>,
 }
 
-/// A command the policy accepted, ready to spawn.
-#[derive(Debug)]
-pub struct Approved {
-    /// What the audit log shows: the argv as the client sent it.
-    pub argv: Vec<String>,
-    pub command: std::process::Command,
-}
-
 impl Policy {
     /// Resolves the settings: the user, the PATH, the allow list.
     ///
@@ -213,23 +205,14 @@ impl Policy {
     ///
     /// # Errors
     /// Why the command may not run, with a message for the client.
-    pub fn approve(&self, command: &Command) -> Result<Approved, (Refusal, String)> {
-        let argv: Vec<OsString> = match command {
-            Command::Argv(argv) => argv.iter().map(|a| OsString::from_vec(a.clone())).collect(),
-            Command::Shell(line) => {
-                if !self.shell {
-                    return Err((
-                        Refusal::NotAllowed,
-                        "this server does not allow shell commands".to_owned(),
-                    ));
-                }
-                vec!["sh".into(), "-c".into(), OsString::from_vec(line.clone())]
-            }
-        };
-        let shown: Vec<String> = argv
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+    pub fn approve(&self, command: &Command) -> Result<std::process::Command, (Refusal, String)> {
+        if matches!(command, Command::Shell(_)) && !self.shell {
+            return Err((
+                Refusal::NotAllowed,
+                "this server does not allow shell commands".to_owned(),
+            ));
+        }
+        let argv: Vec<OsString> = command.argv().into_iter().map(OsString::from_vec).collect();
         let program = &argv[0];
         let Some(resolved) = self.resolve(program) else {
             return Err((
@@ -273,10 +256,7 @@ impl Policy {
             // The standard library drops supplementary groups when root sets a uid.
             process.gid(user.gid).uid(user.uid);
         }
-        Ok(Approved {
-            argv: shown,
-            command: process,
-        })
+        Ok(process)
     }
 }
 
@@ -412,11 +392,7 @@ mod tests {
     fn the_environment_is_cleared_but_for_the_kept_names() {
         let policy = policy(&settings());
         let approved = policy.approve(&argv(&["env"])).unwrap();
-        let names: Vec<_> = approved
-            .command
-            .get_envs()
-            .map(|(k, _)| k.to_owned())
-            .collect();
+        let names: Vec<_> = approved.get_envs().map(|(k, _)| k.to_owned()).collect();
         assert!(names.iter().any(|n| n == "PATH"));
         assert!(
             !names.iter().any(|n| n == "CARGO_MANIFEST_DIR"),

@@ -52,11 +52,6 @@ impl ProcessGroup {
             kill_group(self.pgid);
         }
     }
-
-    /// The group's id (the leader's pid).
-    pub fn id(&self) -> u32 {
-        self.pgid as u32
-    }
 }
 
 impl Drop for ProcessGroup {

@@ -243,17 +243,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
-    let shown = match &command {
-        Command::Argv(argv) => argv
-            .iter()
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect(),
-        Command::Shell(line) => vec![
-            "sh".to_owned(),
-            "-c".to_owned(),
-            String::from_utf8_lossy(line).into_owned(),
-        ],
-    };
+    let shown: Vec<String> = command
+        .argv()
+        .iter()
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect();
     let audit = |status: &str, moved: &Moved| {
         info!(
             target: "sockit::exec::audit",
@@ -298,7 +292,7 @@ where
         Ok(approved) => approved,
         Err((why, message)) => return refuse(channel, why, message).await,
     };
-    let running = match process::spawn(approved.command) {
+    let running = match process::spawn(approved) {
         Ok(running) => running,
         Err(err) => {
             let message = format!("{}: {err}", shown[0]);

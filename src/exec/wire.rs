@@ -27,6 +27,16 @@ pub enum Command {
     Shell(Vec<u8>),
 }
 
+impl Command {
+    /// The argv it runs as: its own, or `sh -c LINE`.
+    pub fn argv(&self) -> Vec<Vec<u8>> {
+        match self {
+            Command::Argv(argv) => argv.clone(),
+            Command::Shell(line) => vec![b"sh".to_vec(), b"-c".to_vec(), line.clone()],
+        }
+    }
+}
+
 /// Why the server did not run a command, or ended the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -40,8 +50,6 @@ pub enum Refusal {
     Busy,
     /// The program exists but could not be started.
     CannotStart,
-    /// The request was malformed.
-    BadRequest,
 }
 
 impl Refusal {
@@ -52,7 +60,6 @@ impl Refusal {
             Refusal::NotFound => 3,
             Refusal::Busy => 4,
             Refusal::CannotStart => 5,
-            Refusal::BadRequest => 6,
         }
     }
 
@@ -63,7 +70,6 @@ impl Refusal {
             3 => Refusal::NotFound,
             4 => Refusal::Busy,
             5 => Refusal::CannotStart,
-            6 => Refusal::BadRequest,
             _ => return None,
         })
     }
