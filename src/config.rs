@@ -117,8 +117,15 @@ pub struct FtpSection {
     pub port: u16,
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub data_timeout: Duration,
     pub max_connections: usize,
     pub max_per_ip: usize,
+    /// `"FIRST-LAST"`, or empty for any free port.
+    pub passive_ports: String,
+    /// The IPv4 address PASV announces (behind NAT); empty: the control
+    /// connection's own.
+    pub passive_address: String,
 }
 
 impl Default for FtpSection {
@@ -127,8 +134,11 @@ impl Default for FtpSection {
             enabled: false,
             port: 2121,
             idle_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(60),
             max_connections: 200,
             max_per_ip: 10,
+            passive_ports: String::new(),
+            passive_address: String::new(),
         }
     }
 }
@@ -138,8 +148,14 @@ impl Default for FtpSection {
 pub struct FtpSettings {
     pub addr: SocketAddr,
     pub idle_timeout: Duration,
+    /// How long a data connection may take to open, or stall.
+    pub data_timeout: Duration,
     pub max_connections: usize,
     pub max_per_ip: usize,
+    /// Ports passive data connections listen on; `None`: any free port.
+    pub passive_ports: Option<std::ops::RangeInclusive<u16>>,
+    /// The address PASV announces; `None`: the control connection's own.
+    pub passive_address: Option<std::net::Ipv4Addr>,
 }
 
 /// `[bot]`: the 10086 menu bot.
@@ -442,11 +458,42 @@ impl FileConfig {
         if self.ftp.idle_timeout.is_zero() {
             return Err(out_of_range("ftp.idle_timeout", "must be more than 0s"));
         }
+        if self.ftp.data_timeout.is_zero() {
+            return Err(out_of_range("ftp.data_timeout", "must be more than 0s"));
+        }
+        let passive_ports = match self.ftp.passive_ports.trim() {
+            "" => None,
+            range => {
+                let parsed = range.split_once('-').and_then(|(first, last)| {
+                    Some(first.trim().parse::<u16>().ok()?..=last.trim().parse::<u16>().ok()?)
+                });
+                match parsed {
+                    Some(ports) if *ports.start() >= 1024 && ports.start() <= ports.end() => {
+                        Some(ports)
+                    }
+                    _ => {
+                        return Err(out_of_range(
+                            "ftp.passive_ports",
+                            "must be \"FIRST-LAST\" with 1024 <= FIRST <= LAST, or empty",
+                        ));
+                    }
+                }
+            }
+        };
+        let passive_address = match self.ftp.passive_address.trim() {
+            "" => None,
+            address => Some(address.parse().map_err(|_| {
+                out_of_range("ftp.passive_address", "must be an IPv4 address, or empty")
+            })?),
+        };
         let ftp = self.ftp.enabled.then(|| FtpSettings {
             addr: SocketAddr::new(bind, self.ftp.port),
             idle_timeout: self.ftp.idle_timeout,
+            data_timeout: self.ftp.data_timeout,
             max_connections: self.ftp.max_connections,
             max_per_ip: self.ftp.max_per_ip,
+            passive_ports,
+            passive_address,
         });
         let data_dir = overrides.data_dir.clone().unwrap_or_else(default_data_dir);
         let exec = &self.exec;

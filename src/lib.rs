@@ -38,6 +38,7 @@ pub mod endpoint;
 pub mod exec;
 pub mod frame;
 pub mod ftp;
+pub mod hex;
 pub mod http;
 pub mod listener;
 pub mod quota;

@@ -17,17 +17,27 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Names of the temporary files uploads write before renaming them into
-/// place start with this; listings hide them and clients cannot name them.
+/// Names of the files uploads write before renaming them into place start
+/// with this (random temporaries for the console, one partial file per
+/// target for FTP); listings hide them and clients cannot name them.
 pub const UPLOAD_PREFIX: &str = ".sockit-upload-";
+
+/// The hidden path in the real directory `dir` where an FTP upload of the
+/// file `name` is kept until it completes: one per target, so an
+/// interrupted upload can be found again and resumed.
+pub fn upload_partial(dir: &Path, name: &str) -> PathBuf {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    dir.join(format!(
+        "{UPLOAD_PREFIX}{}",
+        crate::hex::encode(&digest[..16])
+    ))
+}
 
 /// A fresh, hidden temporary path in the real directory `dir` for an upload
 /// that will be renamed into place when complete.
 pub fn upload_temporary(dir: &Path) -> PathBuf {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).expect("the OS random source works");
-    let suffix: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    dir.join(format!("{UPLOAD_PREFIX}{suffix}"))
+    dir.join(format!("{UPLOAD_PREFIX}{}", crate::hex::random(8)))
 }
 
 /// One entry of a directory listing.
@@ -66,6 +76,39 @@ pub fn list_dir(dir: &Path) -> io::Result<Vec<DirEntry>> {
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(entries)
+}
+
+/// Removes the real directory `dir` when it is empty but for hidden upload
+/// files (kept partial uploads), which go with it. Returns the bytes those
+/// held.
+///
+/// # Errors
+/// The directory holds anything else, or cannot be removed.
+pub fn remove_dir(dir: &Path) -> io::Result<u64> {
+    let mut uploads = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if !(meta.is_file()
+            && entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(UPLOAD_PREFIX))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::DirectoryNotEmpty,
+                "the directory is not empty",
+            ));
+        }
+        uploads.push((entry.path(), meta.len()));
+    }
+    let mut freed = 0;
+    for (path, len) in uploads {
+        std::fs::remove_file(path)?;
+        freed += len;
+    }
+    std::fs::remove_dir(dir)?;
+    Ok(freed)
 }
 
 /// Why a client path cannot be used.

@@ -311,3 +311,61 @@ fn one_address_gets_at_most_max_per_ip_sessions() {
     assert!(greeting(&fourth).starts_with("220"));
     drop(second);
 }
+
+#[test]
+fn ftplib_aborts_transfers_and_resumes_uploads() {
+    let (server, addr) = start();
+    add_user(&server, "dora", "pw", &[]);
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let output = Command::new("python3")
+        .arg(format!(
+            "{}/tests/peers/ftplib_resume.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args([host, port, "dora", "pw"])
+        .output()
+        .expect("python3 is installed");
+    assert!(
+        output.status.success(),
+        "ftplib failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(out["abor_idle"], "225", "{out}");
+    assert_eq!(out["abor_retr"], serde_json::json!(["426", "226"]), "{out}");
+    assert_eq!(out["noop_after_abor"], "200");
+    assert_eq!(out["abor_stor"], serde_json::json!(["426", "226"]), "{out}");
+    assert_eq!(out["old_kept"], true, "an aborted STOR keeps the old file");
+    assert_eq!(out["kept_in_range"], true, "{out}");
+    assert_eq!(
+        out["listed_once"],
+        serde_json::json!(["doc.bin"]),
+        "the partial upload is not listed"
+    );
+    assert_eq!(out["rest_beyond"], "554", "{out}");
+    assert_eq!(out["rest_stor_identical"], true);
+    assert_eq!(out["size_after"], 8 << 20);
+    assert_eq!(out["new_file_absent"], "550", "{out}");
+    assert_eq!(out["appe_identical"], true);
+    assert_eq!(out["appe_appends"], true);
+    let stou = out["stou_reply"].as_str().unwrap();
+    assert!(
+        stou.starts_with("226") && stou.contains("doc.bin.1"),
+        "{stou}"
+    );
+    assert_eq!(
+        out["stou_names"],
+        serde_json::json!(["doc.bin", "doc.bin.1"])
+    );
+    assert_eq!(out["stou_content"], true);
+    assert_eq!(out["dele_partial"], "250");
+    assert_eq!(out["gone"], true);
+    assert_eq!(out["quit"], "221");
+    let home = server.data_dir().join("homes/dora");
+    let hidden: Vec<_> = std::fs::read_dir(&home)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "no partial upload left: {hidden:?}");
+}

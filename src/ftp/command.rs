@@ -39,6 +39,12 @@ pub enum Command {
     Nlst(Option<String>),
     Retr(String),
     Stor(String),
+    /// `APPE`: append to the file (or continue its interrupted upload).
+    Appe(String),
+    /// `STOU`: store under a new name, made from the argument if given.
+    Stou(Option<String>),
+    /// `ABOR`: stop the running transfer.
+    Abor,
     Size(String),
     Mdtm(String),
     /// `REST offset`: the next RETR starts at this byte (RFC 3659 section 5).
@@ -116,6 +122,11 @@ pub fn parse(line: &str) -> Command {
         "NLST" => Ok(Command::Nlst(listing_path())),
         "RETR" => required("RETR").map(Command::Retr),
         "STOR" => required("STOR").map(Command::Stor),
+        "APPE" => required("APPE").map(Command::Appe),
+        "STOU" => Ok(Command::Stou(
+            argument.map(str::to_owned).filter(|a| !a.is_empty()),
+        )),
+        "ABOR" => Ok(Command::Abor),
         "SIZE" => required("SIZE").map(Command::Size),
         "MDTM" => required("MDTM").map(Command::Mdtm),
         "REST" => match argument.map(|a| a.trim().parse::<u64>()) {
@@ -143,6 +154,23 @@ pub fn parse(line: &str) -> Command {
         _ => Ok(Command::Unknown(keyword.chars().take(16).collect())),
     };
     parsed.unwrap_or_else(|bad| bad)
+}
+
+/// A control line's bytes without the Telnet commands in it (RFC 959 says
+/// the control connection speaks Telnet): clients send `IAC IP` and
+/// `IAC DM` before `ABOR`. `IAC IAC` stands for one 0xFF byte.
+pub fn without_telnet(line: &[u8]) -> Vec<u8> {
+    const IAC: u8 = 0xff;
+    let mut out = Vec::with_capacity(line.len());
+    let mut bytes = line.iter().copied();
+    while let Some(byte) = bytes.next() {
+        if byte != IAC {
+            out.push(byte);
+        } else if bytes.next() == Some(IAC) {
+            out.push(IAC);
+        }
+    }
+    out
 }
 
 /// `h1,h2,h3,h4,p1,p2` (RFC 959 section 4.1.2).
@@ -202,6 +230,10 @@ mod tests {
             ("STOR a b.txt", Command::Stor("a b.txt".into())),
             ("QUIT", Command::Quit),
             ("XMKD new", Command::Mkd("new".into())),
+            ("APPE log.txt", Command::Appe("log.txt".into())),
+            ("STOU", Command::Stou(None)),
+            ("STOU report", Command::Stou(Some("report".into()))),
+            ("abor", Command::Abor),
             ("REST 1024", Command::Rest(1024)),
             ("MDTM a.txt", Command::Mdtm("a.txt".into())),
             ("RNFR old name", Command::Rnfr("old name".into())),
@@ -246,6 +278,13 @@ mod tests {
         assert_eq!(parse("SITE CHMOD 777 x"), Command::Unknown("SITE".into()));
         assert_eq!(parse(""), Command::Unknown(String::new()));
         assert!(matches!(parse("\u{0}\u{1}garbage"), Command::Unknown(_)));
+    }
+
+    #[test]
+    fn telnet_commands_are_dropped_from_a_line() {
+        assert_eq!(without_telnet(b"\xff\xf4\xff\xf2ABOR\r\n"), b"ABOR\r\n");
+        assert_eq!(without_telnet(b"a\xff\xffb"), b"a\xffb");
+        assert_eq!(without_telnet(b"x\xff"), b"x");
     }
 
     #[test]

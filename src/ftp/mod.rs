@@ -1,18 +1,20 @@
-//! The FTP server (RFC 959, with EPSV from RFC 2428 and SIZE from RFC 3659):
-//! the course's multi-user file server, for real FTP clients.
+//! The FTP server (RFC 959, with EPSV/EPRT from RFC 2428 and SIZE, MDTM,
+//! REST and MLSD/MLST from RFC 3659): the course's multi-user file server,
+//! for real FTP clients.
 //!
 //! [`command`] parses control lines (pure); [`session`] runs one control
-//! connection; [`listing`] formats LIST lines. Users, homes, permissions and
-//! quotas are the shared ones (`users`, `vfs`, `quota`) that the HTTP console
-//! uses too. This is the first part of the server: passive mode only, and the
-//! commands listed in `docs/ftp.md`.
+//! connection; [`transfer`] copies files over data connections; [`listing`]
+//! formats LIST and MLSD lines. Users, homes, permissions and quotas are the
+//! shared ones (`users`, `vfs`, `quota`) that the HTTP console uses too.
+//! What is built, and how uploads are kept for resuming, is in
+//! `docs/ftp.md`.
 
 pub mod command;
 pub mod listing;
 pub mod session;
+pub mod transfer;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -71,9 +73,12 @@ impl Ftp {
             quotas,
             throttle: Throttle::new(Policy::default(), 10_000),
             idle_timeout: self.settings.idle_timeout,
-            data_timeout: Duration::from_secs(30),
+            data_timeout: self.settings.data_timeout,
             max_per_ip: self.settings.max_per_ip,
             per_ip: Default::default(),
+            passive_ports: self.settings.passive_ports.clone(),
+            passive_address: self.settings.passive_address,
+            uploading: Default::default(),
         });
         listener::run(
             self.listener,

@@ -9,9 +9,9 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader};
@@ -21,8 +21,9 @@ use tracing::info;
 
 use super::command::{self, Command, MAX_LINE, TransferType};
 use super::listing;
+use super::transfer::{self, Ascii, TransferError};
 use crate::listener::{Outcome, Traffic};
-use crate::quota::Quotas;
+use crate::quota::{QuotaWriter, Quotas};
 use crate::shutdown::Shutdown;
 use crate::stats;
 use crate::throttle::{Throttle, Verdict};
@@ -44,6 +45,39 @@ pub struct FtpContext {
     pub max_per_ip: usize,
     /// Control connections per address now.
     pub per_ip: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+    /// Ports passive data connections listen on; `None`: any.
+    pub passive_ports: Option<std::ops::RangeInclusive<u16>>,
+    /// The address PASV announces; `None`: the control connection's own.
+    pub passive_address: Option<std::net::Ipv4Addr>,
+    /// The partial files that an upload is writing now.
+    pub uploading: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+}
+
+/// Marks a partial file as being written; unmarks it when dropped, so two
+/// uploads never write one partial file at once.
+struct UploadClaim<'a> {
+    context: &'a FtpContext,
+    partial: PathBuf,
+}
+
+impl<'a> UploadClaim<'a> {
+    fn take(context: &'a FtpContext, partial: &std::path::Path) -> Option<UploadClaim<'a>> {
+        let mut uploading = context.uploading.lock().expect("uploads lock");
+        uploading.insert(partial.to_owned()).then(|| UploadClaim {
+            context,
+            partial: partial.to_owned(),
+        })
+    }
+}
+
+impl Drop for UploadClaim<'_> {
+    fn drop(&mut self) {
+        self.context
+            .uploading
+            .lock()
+            .expect("uploads lock")
+            .remove(&self.partial);
+    }
 }
 
 /// Holds one of an address's session slots; frees it when dropped.
@@ -95,12 +129,21 @@ struct Session {
     passive: Option<TcpListener>,
     /// The client's address for the next data connection, set by PORT/EPRT.
     active: Option<SocketAddr>,
-    /// The offset of the next RETR, set by REST.
+    /// The offset of the next RETR or STOR, set by REST.
     restart: u64,
     /// The path named by RNFR, waiting for RNTO.
     rename_from: Option<(VirtualPath, PathBuf)>,
     context: Arc<FtpContext>,
     traffic: Traffic,
+    /// The control line read so far (kept here, so a read interrupted by a
+    /// finished transfer loses nothing).
+    line: Vec<u8>,
+    /// The line being read is over [`MAX_LINE`] and is being skipped.
+    line_too_long: bool,
+    /// The last line ended with a CR whose LF has not arrived yet.
+    skip_lf: bool,
+    /// Lines that arrived during a transfer, to run after it.
+    pending: std::collections::VecDeque<Line>,
 }
 
 /// Runs one control connection until QUIT, a drop, idleness or shutdown.
@@ -128,6 +171,9 @@ pub async fn session(
         };
     };
     let context_for_session = context.clone();
+    // Urgent data stays in line: a client that sends ABOR as urgent data
+    // (Python's ftplib does) would otherwise lose a byte of it.
+    let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
     let (reader, writer) = stream.into_split();
     let mut session = Session {
         reader: BufReader::new(reader),
@@ -143,6 +189,10 @@ pub async fn session(
         rename_from: None,
         context: context_for_session,
         traffic: Traffic::default(),
+        line: Vec::new(),
+        line_too_long: false,
+        skip_lf: false,
+        pending: Default::default(),
     };
     let result = session.run(&shutdown).await;
     let traffic = session.traffic;
@@ -152,6 +202,10 @@ pub async fn session(
     drop(session);
     Outcome { traffic, result }
 }
+
+/// The most control lines kept while a transfer runs; beyond them the
+/// control connection is not read until it ends.
+const MAX_PENDING: usize = 32;
 
 /// A line read from the control connection.
 enum Line {
@@ -170,19 +224,24 @@ impl Session {
     async fn run(&mut self, shutdown: &Shutdown) -> io::Result<()> {
         self.reply(220, "sockit FTP server ready").await?;
         loop {
-            let line = tokio::select! {
-                _ = shutdown.stopping() => {
-                    return self.reply(421, "Server shutting down, closing the control connection").await;
+            let line = match self.pending.pop_front() {
+                Some(line) => line,
+                None => {
+                    let line = tokio::select! {
+                        _ = shutdown.stopping() => {
+                            return self.reply(421, "Server shutting down, closing the control connection").await;
+                        }
+                        line = tokio::time::timeout(self.context.idle_timeout, self.read_line()) => line,
+                    };
+                    match line {
+                        Err(_idle) => {
+                            return self
+                                .reply(421, "Idle timeout, closing the control connection")
+                                .await;
+                        }
+                        Ok(line) => line?,
+                    }
                 }
-                line = tokio::time::timeout(self.context.idle_timeout, self.read_line()) => line,
-            };
-            let line = match line {
-                Err(_idle) => {
-                    return self
-                        .reply(421, "Idle timeout, closing the control connection")
-                        .await;
-                }
-                Ok(line) => line?,
             };
             let text = match line {
                 Line::Closed => return Ok(()),
@@ -206,38 +265,86 @@ impl Session {
     }
 
     /// Reads one line, at most [`MAX_LINE`] bytes; a longer one is consumed
-    /// to its end and reported, so the session stays in step.
+    /// to its end and reported, so the session stays in step. Telnet
+    /// commands in it are dropped. Cancel-safe: a partly read line is kept.
+    ///
+    /// A line ends at CR as well as at CRLF or LF. Clients that send ABOR
+    /// as urgent data (Python's ftplib) mark its final LF urgent, and a
+    /// read stops in front of the urgent byte without the socket becoming
+    /// readable again until more data comes: waiting for that LF would
+    /// leave the ABOR unanswered. The LF is skipped when it comes.
     async fn read_line(&mut self) -> io::Result<Line> {
-        let mut line = Vec::new();
-        let mut too_long = false;
         loop {
             let available = self.reader.fill_buf().await?;
             if available.is_empty() {
                 return Ok(Line::Closed);
             }
-            let (taken, done) = match available.iter().position(|b| *b == b'\n') {
-                Some(at) => (at + 1, true),
+            if std::mem::take(&mut self.skip_lf) && available[0] == b'\n' {
+                self.reader.consume(1);
+                self.traffic.bytes_in += 1;
+                continue;
+            }
+            let (taken, done) = match available.iter().position(|b| matches!(b, b'\r' | b'\n')) {
+                Some(at) if available[at] == b'\r' && available.get(at + 1) == Some(&b'\n') => {
+                    (at + 2, true)
+                }
+                Some(at) => {
+                    self.skip_lf = available[at] == b'\r';
+                    (at + 1, true)
+                }
                 None => (available.len(), false),
             };
-            if !too_long {
-                line.extend_from_slice(&available[..taken]);
-                if line.len() > MAX_LINE + 2 {
-                    too_long = true;
-                    line.clear();
+            if !self.line_too_long {
+                self.line.extend_from_slice(&available[..taken]);
+                if self.line.len() > MAX_LINE + 2 {
+                    self.line_too_long = true;
+                    self.line.clear();
                 }
             }
             self.reader.consume(taken);
             self.traffic.bytes_in += taken as u64;
             if done {
-                return Ok(if too_long {
+                let line = std::mem::take(&mut self.line);
+                return Ok(if std::mem::take(&mut self.line_too_long) {
                     Line::TooLong
                 } else {
                     Line::Text(
-                        String::from_utf8_lossy(&line)
+                        String::from_utf8_lossy(&command::without_telnet(&line))
                             .trim_end_matches(['\r', '\n'])
                             .to_owned(),
                     )
                 });
+            }
+        }
+    }
+
+    /// Runs a transfer while still reading the control connection: `ABOR`
+    /// stops it (the caller replies 426 and then 226), `STAT` reports the
+    /// bytes `moved` so far, and other commands wait until it ends. Dropping
+    /// `work` closes the data connection it holds.
+    async fn while_transferring(
+        &mut self,
+        work: impl Future<Output = Result<(), TransferError>>,
+        moved: &AtomicU64,
+    ) -> io::Result<Result<(), Failure>> {
+        let mut work = std::pin::pin!(work);
+        loop {
+            let line = tokio::select! {
+                done = &mut work => return Ok(done.map_err(Failure::Error)),
+                line = self.read_line(), if self.pending.len() < MAX_PENDING => line?,
+            };
+            match line {
+                Line::Closed => return Ok(Err(Failure::ControlClosed)),
+                Line::Text(text) => match command::parse(&text) {
+                    Command::Abor => return Ok(Err(Failure::Aborted)),
+                    Command::Stat => {
+                        let so_far = moved.load(Ordering::Relaxed);
+                        self.reply(213, &format!("Transfer in progress: {so_far} bytes so far"))
+                            .await?;
+                    }
+                    _ => self.pending.push_back(Line::Text(text)),
+                },
+                Line::TooLong => self.pending.push_back(Line::TooLong),
             }
         }
     }
@@ -261,11 +368,18 @@ impl Session {
             Command::Opts(_) => self.reply(501, "Option not understood").await,
             Command::Noop => self.reply(200, "OK").await,
             Command::Help => {
-                let help = "214-Commands recognised:\r\n USER PASS ACCT QUIT NOOP SYST FEAT OPTS HELP STAT TYPE MODE STRU\r\n PWD CWD CDUP PASV EPSV PORT EPRT LIST NLST MLSD MLST RETR STOR REST\r\n SIZE MDTM MKD RMD DELE RNFR RNTO ALLO\r\n214 Help OK\r\n";
+                let help = "214-Commands recognised:\r\n USER PASS ACCT QUIT NOOP SYST FEAT OPTS HELP STAT TYPE MODE STRU\r\n PWD CWD CDUP PASV EPSV PORT EPRT LIST NLST MLSD MLST RETR STOR APPE\r\n STOU REST ABOR SIZE MDTM MKD RMD DELE RNFR RNTO ALLO\r\n214 Help OK\r\n";
                 self.traffic.bytes_out += help.len() as u64;
                 self.writer.write_all(help.as_bytes()).await
             }
             Command::Superfluous => self.reply(202, "Not needed on this server").await,
+            Command::Abor => {
+                // A transfer in progress is stopped in `while_transferring`;
+                // here there is none.
+                self.passive = None;
+                self.active = None;
+                self.reply(225, "No transfer to abort").await
+            }
             Command::Mode(mode) if mode.eq_ignore_ascii_case("S") => {
                 self.reply(200, "Mode set to S").await
             }
@@ -404,11 +518,26 @@ impl Session {
                 self.reply(200, "PORT command successful").await
             }
             Command::Epsv => self.passive(true).await,
+            // While an interrupted upload of the file is kept, SIZE says how
+            // much of it arrived: that is what clients resuming an upload ask.
             Command::Size(path) => match self.resolve(&path) {
-                Ok((_, real)) => match tokio::fs::metadata(&real).await {
-                    Ok(meta) if meta.is_file() => self.reply(213, &meta.len().to_string()).await,
-                    _ => self.reply(550, "Not a plain file").await,
-                },
+                Ok((virtual_path, real)) => {
+                    let partial = partial_of(&virtual_path, &real);
+                    let kept = match partial {
+                        Some(partial) => tokio::fs::metadata(partial).await.ok(),
+                        None => None,
+                    };
+                    let found = match kept {
+                        Some(kept) => Some(kept),
+                        None => tokio::fs::metadata(&real).await.ok(),
+                    };
+                    match found {
+                        Some(meta) if meta.is_file() => {
+                            self.reply(213, &meta.len().to_string()).await
+                        }
+                        _ => self.reply(550, "Not a plain file").await,
+                    }
+                }
                 Err((code, text)) => self.reply(code, text).await,
             },
             Command::Mdtm(path) => match self.resolve(&path) {
@@ -501,7 +630,12 @@ impl Session {
             Command::Nlst(path) => self.list(path.as_deref(), Format::Names).await,
             Command::Mlsd(path) => self.list(path.as_deref(), Format::Facts).await,
             Command::Retr(path) if permissions.read => self.retrieve(&path).await,
-            Command::Stor(path) if permissions.write => self.store(&path).await,
+            Command::Stor(path) if permissions.write => self.store(&path, StoreMode::Replace).await,
+            Command::Appe(path) if permissions.write => self.store(&path, StoreMode::Append).await,
+            Command::Stou(name) if permissions.write => {
+                let name = name.as_deref().unwrap_or("upload");
+                self.store(name, StoreMode::Unique).await
+            }
             Command::Mkd(path) if permissions.mkdir => match self.resolve(&path) {
                 Ok((virtual_path, real)) => match tokio::fs::create_dir(&real).await {
                     Ok(()) => {
@@ -516,36 +650,65 @@ impl Session {
                 Ok((virtual_path, _)) if virtual_path.is_root() => {
                     self.reply(550, "Permission denied").await
                 }
-                Ok((_, real)) => match tokio::fs::remove_dir(&real).await {
-                    Ok(()) => self.reply(250, "Directory removed").await,
-                    Err(_) => {
-                        self.reply(550, "Cannot remove the directory (is it empty?)")
-                            .await
-                    }
-                },
-                Err((code, text)) => self.reply(code, text).await,
-            },
-            Command::Dele(path) if permissions.delete => match self.resolve(&path) {
-                Ok((_, real)) => match tokio::fs::symlink_metadata(&real).await {
-                    Ok(meta) if !meta.is_dir() => match tokio::fs::remove_file(&real).await {
-                        Ok(()) => {
+                Ok((_, real)) => {
+                    let removing = tokio::task::spawn_blocking(move || vfs::remove_dir(&real));
+                    match removing.await {
+                        Ok(Ok(freed)) => {
                             let name = self.user().0.name.clone();
-                            self.context.quotas.freed(&name, meta.len());
-                            self.reply(250, "File deleted").await
+                            self.context.quotas.freed(&name, freed);
+                            self.reply(250, "Directory removed").await
                         }
-                        Err(_) => self.reply(550, "Cannot delete the file").await,
-                    },
-                    _ => self.reply(550, "No such file").await,
-                },
+                        _ => {
+                            self.reply(550, "Cannot remove the directory (is it empty?)")
+                                .await
+                        }
+                    }
+                }
                 Err((code, text)) => self.reply(code, text).await,
             },
+            Command::Dele(path) if permissions.delete => self.delete(&path).await,
             Command::Retr(_)
             | Command::Stor(_)
+            | Command::Appe(_)
+            | Command::Stou(_)
             | Command::Mkd(_)
             | Command::Rmd(_)
             | Command::Dele(_) => self.reply(550, "Permission denied").await,
             _ => self.reply(502, "Command not implemented").await,
         }
+    }
+
+    /// DELE: the file, and the kept partial upload of it if there is one.
+    async fn delete(&mut self, path: &str) -> io::Result<()> {
+        let (virtual_path, real) = match self.resolve(path) {
+            Ok(found) => found,
+            Err((code, text)) => return self.reply(code, text).await,
+        };
+        let mut freed = 0;
+        let mut deleted = false;
+        if let Ok(meta) = tokio::fs::symlink_metadata(&real).await {
+            if meta.is_dir() {
+                return self.reply(550, "That is a directory; use RMD").await;
+            }
+            if tokio::fs::remove_file(&real).await.is_err() {
+                return self.reply(550, "Cannot delete the file").await;
+            }
+            freed += if meta.is_file() { meta.len() } else { 0 };
+            deleted = true;
+        }
+        if let Some(partial) = partial_of(&virtual_path, &real)
+            && let Ok(meta) = tokio::fs::metadata(&partial).await
+            && tokio::fs::remove_file(&partial).await.is_ok()
+        {
+            freed += meta.len();
+            deleted = true;
+        }
+        if !deleted {
+            return self.reply(550, "No such file").await;
+        }
+        let name = self.user().0.name.clone();
+        self.context.quotas.freed(&name, freed);
+        self.reply(250, "File deleted").await
     }
 
     async fn change_directory(&mut self, path: &str) -> io::Result<()> {
@@ -562,11 +725,11 @@ impl Session {
     }
 
     /// PASV / EPSV: listen for one data connection on the control
-    /// connection's own address.
+    /// connection's own address, on a port of the configured range.
     async fn passive(&mut self, extended: bool) -> io::Result<()> {
-        let listener = match TcpListener::bind(SocketAddr::new(self.local_ip, 0)).await {
-            Ok(listener) => listener,
-            Err(_) => return self.reply(425, "Cannot open a data port").await,
+        self.passive = None;
+        let Some(listener) = self.bind_passive().await else {
+            return self.reply(425, "Cannot open a data port").await;
         };
         let port = listener.local_addr()?.port();
         self.passive = Some(listener);
@@ -576,45 +739,97 @@ impl Session {
                 .reply(229, &format!("Entering Extended Passive Mode (|||{port}|)"))
                 .await;
         }
-        match self.local_ip {
-            IpAddr::V4(ip) => {
-                let [a, b, c, d] = ip.octets();
-                let text = format!(
-                    "Entering Passive Mode ({a},{b},{c},{d},{},{})",
-                    port >> 8,
-                    port & 0xff
-                );
-                self.reply(227, &text).await
+        let announced = match (self.context.passive_address, self.local_ip) {
+            (Some(nat), _) => nat,
+            (None, IpAddr::V4(ip)) => ip,
+            (None, IpAddr::V6(_)) => return self.reply(522, "Use EPSV over IPv6").await,
+        };
+        let [a, b, c, d] = announced.octets();
+        let text = format!(
+            "Entering Passive Mode ({a},{b},{c},{d},{},{})",
+            port >> 8,
+            port & 0xff
+        );
+        self.reply(227, &text).await
+    }
+
+    /// A listener on the control connection's address: any free port, or
+    /// the first free one of the range from a random start.
+    async fn bind_passive(&self) -> Option<TcpListener> {
+        let Some(range) = &self.context.passive_ports else {
+            return TcpListener::bind(SocketAddr::new(self.local_ip, 0))
+                .await
+                .ok();
+        };
+        let (first, count) = (*range.start(), u32::from(range.end() - range.start()) + 1);
+        let mut random = [0u8; 4];
+        getrandom::fill(&mut random).expect("the OS random source works");
+        let start = u32::from_le_bytes(random) % count;
+        for step in 0..count {
+            let port = first + ((start + step) % count) as u16;
+            if let Ok(listener) = TcpListener::bind(SocketAddr::new(self.local_ip, port)).await {
+                return Some(listener);
             }
-            IpAddr::V6(_) => self.reply(522, "Use EPSV over IPv6").await,
         }
+        None
     }
 
     /// Opens the data connection: to the PORT/EPRT address, or by accepting
     /// on the PASV/EPSV listener, only from the control connection's own
     /// address (no one else may take the data).
     async fn data_connection(&mut self) -> Result<TcpStream, (u16, &'static str)> {
-        if let Some(target) = self.active.take() {
+        let stream = if let Some(target) = self.active.take() {
             let connecting =
                 tokio::time::timeout(self.context.data_timeout, TcpStream::connect(target));
-            return match connecting.await {
-                Ok(Ok(stream)) => Ok(stream),
-                _ => Err((425, "Cannot open the data connection")),
-            };
-        }
-        let listener = self
-            .passive
-            .take()
-            .ok_or((425, "Use PASV, EPSV, PORT or EPRT first"))?;
-        let deadline = tokio::time::Instant::now() + self.context.data_timeout;
-        loop {
-            let accepted = tokio::time::timeout_at(deadline, listener.accept()).await;
-            match accepted {
-                Err(_) => return Err((425, "No data connection came")),
-                Ok(Err(_)) => return Err((425, "Cannot open the data connection")),
-                Ok(Ok((stream, from))) if from.ip() == self.peer.ip() => return Ok(stream),
-                Ok(Ok((stream, _other))) => drop(stream),
+            match connecting.await {
+                Ok(Ok(stream)) => stream,
+                _ => return Err((425, "Cannot open the data connection")),
             }
+        } else {
+            let listener = self
+                .passive
+                .take()
+                .ok_or((425, "Use PASV, EPSV, PORT or EPRT first"))?;
+            let deadline = tokio::time::Instant::now() + self.context.data_timeout;
+            loop {
+                let accepted = tokio::time::timeout_at(deadline, listener.accept()).await;
+                match accepted {
+                    Err(_) => return Err((425, "No data connection came")),
+                    Ok(Err(_)) => return Err((425, "Cannot open the data connection")),
+                    Ok(Ok((stream, from))) if from.ip() == self.peer.ip() => break stream,
+                    Ok(Ok((stream, _other))) => drop(stream),
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// The replies for a transfer that did not complete; `kept` ends the
+    /// text (what an upload left to resume).
+    async fn transfer_failed(&mut self, failure: Failure, kept: &str) -> io::Result<()> {
+        match failure {
+            Failure::Error(TransferError::Quota(_)) => {
+                self.reply(552, "Disk quota exceeded; the upload was discarded")
+                    .await
+            }
+            Failure::Error(TransferError::File(_)) => {
+                self.reply(
+                    451,
+                    &format!("Local error reading or writing the file{kept}"),
+                )
+                .await
+            }
+            Failure::Error(err) => {
+                self.reply(426, &format!("Transfer aborted: {err}{kept}"))
+                    .await
+            }
+            Failure::Aborted => {
+                self.reply(426, &format!("Transfer aborted{kept}")).await?;
+                self.reply(226, "ABOR successful").await
+            }
+            // Nobody to tell: the session ends at the next read.
+            Failure::ControlClosed => Ok(()),
         }
     }
 
@@ -642,10 +857,19 @@ impl Session {
             Ok(data) => data,
             Err((code, reason)) => return self.reply(code, reason).await,
         };
-        if data.write_all(text.as_bytes()).await.is_err() || data.shutdown().await.is_err() {
-            return self.reply(426, "The data connection broke").await;
+        let sent = AtomicU64::new(0);
+        let mut listing = text.as_bytes();
+        let sending = transfer::download(
+            &mut listing,
+            &mut data,
+            None,
+            &sent,
+            self.context.data_timeout,
+        );
+        match self.while_transferring(sending, &sent).await? {
+            Ok(()) => self.reply(226, "Listing sent").await,
+            Err(failure) => self.transfer_failed(failure, "").await,
         }
-        self.reply(226, "Listing sent").await
     }
 
     async fn retrieve(&mut self, path: &str) -> io::Result<()> {
@@ -658,8 +882,9 @@ impl Session {
             Ok(file) if file.metadata().await.is_ok_and(|m| m.is_file()) => file,
             _ => return self.reply(550, "No such file").await,
         };
+        let ascii = self.transfer_type == TransferType::Ascii;
         if offset > 0 {
-            if self.transfer_type == TransferType::Ascii {
+            if ascii {
                 return self.reply(550, "REST works in TYPE I only").await;
             }
             if file.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
@@ -672,129 +897,149 @@ impl Session {
             Err((code, reason)) => return self.reply(code, reason).await,
         };
         let started = Instant::now();
-        let ascii = self.transfer_type == TransferType::Ascii;
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut sent: u64 = 0;
-        let copied: io::Result<()> = async {
-            loop {
-                let read = file.read(&mut buf).await?;
-                if read == 0 {
-                    break;
-                }
-                if ascii {
-                    let converted = to_crlf(&buf[..read]);
-                    data.write_all(&converted).await?;
-                } else {
-                    data.write_all(&buf[..read]).await?;
-                }
-                sent += read as u64;
-            }
-            data.shutdown().await
-        }
-        .await;
-        self.log_transfer("RETR", &virtual_path, sent, started, copied.is_ok());
-        match copied {
+        let sent = AtomicU64::new(0);
+        let sending = transfer::download(
+            &mut file,
+            &mut data,
+            ascii.then(Ascii::default),
+            &sent,
+            self.context.data_timeout,
+        );
+        let outcome = self.while_transferring(sending, &sent).await?;
+        drop(data);
+        let bytes = sent.load(Ordering::Relaxed);
+        self.log_transfer("RETR", &virtual_path, bytes, started, outcome.is_ok());
+        match outcome {
             Ok(()) => self.reply(226, "Transfer complete").await,
-            Err(_) => {
-                self.reply(426, "The data connection broke; transfer aborted")
-                    .await
-            }
+            Err(failure) => self.transfer_failed(failure, "").await,
         }
     }
 
-    async fn store(&mut self, path: &str) -> io::Result<()> {
+    /// STOR, APPE and STOU. The bytes go to the target's partial file (see
+    /// [`vfs::upload_partial`]), which replaces the target by a rename once
+    /// the upload completed. An upload that breaks off keeps its partial
+    /// file: `REST n` + `STOR`, or `APPE`, continue it later, and `SIZE`
+    /// of the target says how much of it arrived.
+    async fn store(&mut self, path: &str, mode: StoreMode) -> io::Result<()> {
+        let offset = std::mem::take(&mut self.restart);
         let (virtual_path, real) = match self.resolve(path) {
             Ok(found) => found,
             Err((code, text)) => return self.reply(code, text).await,
         };
+        let (virtual_path, real) = match mode {
+            StoreMode::Unique => match unique_name(&virtual_path, &real).await {
+                Some(found) => found,
+                None => return self.reply(553, "No unique name is free").await,
+            },
+            _ => (virtual_path, real),
+        };
+        let (Some(dir), Some(name)) = (real.parent(), virtual_path.file_name()) else {
+            return self.reply(553, "Cannot store there").await;
+        };
         if tokio::fs::metadata(&real).await.is_ok_and(|m| m.is_dir()) {
             return self.reply(553, "That name is a directory").await;
         }
+        let ascii = self.transfer_type == TransferType::Ascii;
+        if ascii && (offset > 0 || mode == StoreMode::Append) {
+            return self
+                .reply(550, "Resuming and appending work in TYPE I only")
+                .await;
+        }
+        let partial = vfs::upload_partial(dir, name);
+        let context = self.context.clone();
+        let Some(_claim) = UploadClaim::take(&context, &partial) else {
+            return self
+                .reply(450, "Another upload to this file is running")
+                .await;
+        };
         let (user, jail) = self.user();
-        let quota = match self
-            .context
-            .quotas
-            .writer(&user.name, jail.root(), user.quota)
-        {
+        let quota = match context.quotas.writer(&user.name, jail.root(), user.quota) {
             Ok(quota) => quota,
             Err(_) => return self.reply(451, "Cannot count your disk usage").await,
         };
-        let replaced = tokio::fs::metadata(&real).await.map(|m| m.len()).ok();
-        let Some(temporary) = real.parent().map(vfs::upload_temporary) else {
-            return self.reply(553, "Cannot store there").await;
+        let start = match mode {
+            StoreMode::Replace | StoreMode::Unique => offset,
+            StoreMode::Append => u64::MAX,
         };
-        let mut file = match tokio::fs::File::create(&temporary).await {
+        let mut file = match open_partial(&partial, &real, start, &quota).await {
             Ok(file) => file,
-            Err(_) => return self.reply(553, "Cannot create the file").await,
+            Err(PartialError::Beyond(available)) => {
+                return self
+                    .reply(
+                        554,
+                        &format!("Invalid REST offset: only {available} bytes are there"),
+                    )
+                    .await;
+            }
+            Err(PartialError::Quota) => {
+                return self.reply(552, "Disk quota exceeded").await;
+            }
+            Err(PartialError::Io(err)) => {
+                tracing::warn!(path = %partial.display(), %err, "cannot prepare an upload");
+                return self.reply(553, "Cannot create the file").await;
+            }
         };
-        self.reply(150, "Ok to send data").await?;
+        let resumed_at = file.stream_position().await.unwrap_or(0);
+        let opening = match mode {
+            StoreMode::Unique => format!("FILE: {name}"),
+            _ if resumed_at > 0 => format!("Ok to send data, continuing at byte {resumed_at}"),
+            _ => "Ok to send data".to_owned(),
+        };
+        self.reply(150, &opening).await?;
         let mut data = match self.data_connection().await {
             Ok(data) => data,
-            Err((code, reason)) => {
-                let _ = tokio::fs::remove_file(&temporary).await;
-                return self.reply(code, reason).await;
-            }
+            Err((code, reason)) => return self.reply(code, reason).await,
         };
         let started = Instant::now();
-        let ascii = self.transfer_type == TransferType::Ascii;
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut received: u64 = 0;
-        let mut charged: u64 = 0;
-        #[derive(Debug)]
-        enum Failure {
-            Quota,
-            Io,
-        }
-        let stored: Result<(), Failure> = async {
-            loop {
-                let read = data.read(&mut buf).await.map_err(|_| Failure::Io)?;
-                if read == 0 {
-                    break;
+        let received = AtomicU64::new(0);
+        let receiving = transfer::upload(
+            &mut data,
+            &mut file,
+            ascii.then(Ascii::default),
+            &quota,
+            &received,
+            self.context.data_timeout,
+        );
+        let mut outcome = self.while_transferring(receiving, &received).await?;
+        let bytes = received.load(Ordering::Relaxed);
+        if outcome.is_ok() {
+            let replaced = tokio::fs::metadata(&real).await.map(|m| m.len()).ok();
+            let landed = async {
+                file.sync_all().await?;
+                tokio::fs::rename(&partial, &real).await
+            };
+            match landed.await {
+                Ok(()) => {
+                    quota.refund(replaced.unwrap_or(0));
                 }
-                let bytes = if ascii {
-                    from_crlf(&buf[..read])
-                } else {
-                    buf[..read].to_vec()
-                };
-                quota
-                    .charge(bytes.len() as u64)
-                    .map_err(|_| Failure::Quota)?;
-                charged += bytes.len() as u64;
-                file.write_all(&bytes).await.map_err(|_| Failure::Io)?;
-                received += read as u64;
+                Err(err) => outcome = Err(Failure::Error(TransferError::File(err))),
             }
-            file.sync_all().await.map_err(|_| Failure::Io)?;
-            tokio::fs::rename(&temporary, &real)
-                .await
-                .map_err(|_| Failure::Io)
         }
-        .await;
         drop(file);
-        self.log_transfer("STOR", &virtual_path, received, started, stored.is_ok());
-        match stored {
-            Ok(()) => {
-                if let Some(old) = replaced {
-                    quota.refund(old);
-                }
-                self.reply(226, "Transfer complete").await
+        self.log_transfer("STOR", &virtual_path, bytes, started, outcome.is_ok());
+        match outcome {
+            Ok(()) if mode == StoreMode::Unique => {
+                self.reply(226, &format!("Transfer complete; stored as {name}"))
+                    .await
+            }
+            Ok(()) => self.reply(226, "Transfer complete").await,
+            Err(Failure::Error(TransferError::Quota(exceeded))) => {
+                // Let the client finish sending before answering: closing a
+                // socket with unread data resets it, and the client would
+                // report a reset, not the 552.
+                discard_rest(&mut data).await;
+                drop(data);
+                let size = tokio::fs::metadata(&partial).await.map_or(0, |m| m.len());
+                let _ = tokio::fs::remove_file(&partial).await;
+                quota.refund(size);
+                self.transfer_failed(Failure::Error(TransferError::Quota(exceeded)), "")
+                    .await
             }
             Err(failure) => {
-                let _ = tokio::fs::remove_file(&temporary).await;
-                quota.refund(charged);
-                match failure {
-                    Failure::Quota => {
-                        // Let the client finish sending before answering:
-                        // closing a socket with unread data resets it, and
-                        // the client would report a reset, not the 552.
-                        discard_rest(&mut data, &mut buf).await;
-                        self.reply(552, "Disk quota exceeded; the upload was discarded")
-                            .await
-                    }
-                    Failure::Io => {
-                        self.reply(426, "The data connection broke; the upload was discarded")
-                            .await
-                    }
-                }
+                drop(data);
+                let kept = tokio::fs::metadata(&partial).await.map_or(0, |m| m.len());
+                let note = format!("; {kept} bytes kept: REST {kept} and STOR, or APPE, resume");
+                self.transfer_failed(failure, &note).await
             }
         }
     }
@@ -837,11 +1082,12 @@ const DISCARD_LIMIT: u64 = 64 << 20;
 const DISCARD_TIME: Duration = Duration::from_secs(10);
 
 /// Reads and drops what is left on a data connection, within the limits.
-async fn discard_rest(data: &mut TcpStream, buf: &mut [u8]) {
+async fn discard_rest(data: &mut TcpStream) {
     let draining = async {
+        let mut buf = vec![0u8; 64 * 1024];
         let mut dropped = 0u64;
         while dropped < DISCARD_LIMIT {
-            match data.read(buf).await {
+            match data.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(read) => dropped += read as u64,
             }
@@ -870,39 +1116,133 @@ fn refusal(err: VfsError) -> (u16, &'static str) {
     }
 }
 
-/// TYPE A sending: LF becomes CRLF (an existing CR before LF is kept once).
-fn to_crlf(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32);
-    let mut previous = 0u8;
-    for &byte in bytes {
-        if byte == b'\n' && previous != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(byte);
-        previous = byte;
-    }
-    out
+/// Why a transfer did not complete.
+enum Failure {
+    /// The copy failed (see [`TransferError`]).
+    Error(TransferError),
+    /// The client sent ABOR.
+    Aborted,
+    /// The control connection closed during the transfer.
+    ControlClosed,
 }
 
-/// TYPE A receiving: CRLF becomes LF.
-fn from_crlf(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    for (i, &byte) in bytes.iter().enumerate() {
-        if byte == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
-            continue;
-        }
-        out.push(byte);
-    }
-    out
+/// What an upload does with the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreMode {
+    /// STOR: replace it (from the REST offset, if one was given).
+    Replace,
+    /// APPE: add to its end.
+    Append,
+    /// STOU: store under a name that is not taken.
+    Unique,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The kept partial upload's path for a target, if the target can have one.
+fn partial_of(virtual_path: &VirtualPath, real: &Path) -> Option<PathBuf> {
+    Some(vfs::upload_partial(
+        real.parent()?,
+        virtual_path.file_name()?,
+    ))
+}
 
-    #[test]
-    fn ascii_mode_converts_line_ends_both_ways() {
-        assert_eq!(to_crlf(b"a\nb\r\nc"), b"a\r\nb\r\nc");
-        assert_eq!(from_crlf(b"a\r\nb\nc\r"), b"a\nb\nc\r");
+/// The target's name if free, else the first free `NAME.N`: neither a file
+/// nor a kept upload has it.
+async fn unique_name(virtual_path: &VirtualPath, real: &Path) -> Option<(VirtualPath, PathBuf)> {
+    let name = virtual_path.file_name()?;
+    let parent = virtual_path.parent()?;
+    for n in 0..1000 {
+        let candidate = match n {
+            0 => name.to_owned(),
+            n => format!("{name}.{n}"),
+        };
+        let real_candidate = real.with_file_name(&candidate);
+        let partial = vfs::upload_partial(real.parent()?, &candidate);
+        if tokio::fs::symlink_metadata(&real_candidate).await.is_err()
+            && tokio::fs::symlink_metadata(&partial).await.is_err()
+        {
+            return Some((parent.join(&candidate).ok()?, real_candidate));
+        }
+    }
+    None
+}
+
+/// Why a partial file could not be prepared.
+#[derive(Debug)]
+enum PartialError {
+    /// The REST offset lies past the bytes that are there.
+    Beyond(u64),
+    /// Copying the target's bytes would pass the quota.
+    Quota,
+    Io(io::Error),
+}
+
+/// Opens the partial file of an upload, positioned where the client's bytes
+/// go. `start` is the REST offset (0: an empty file), or `u64::MAX` for
+/// APPE (the end). A kept partial file is continued, cut to `start`; without
+/// one, the partial file begins as a copy of the target's first `start`
+/// bytes. Bytes copied are charged to the quota; bytes cut are refunded.
+async fn open_partial(
+    partial: &Path,
+    target: &Path,
+    start: u64,
+    quota: &QuotaWriter,
+) -> Result<tokio::fs::File, PartialError> {
+    let kept = tokio::fs::metadata(partial).await.ok().map(|m| m.len());
+    let existing = tokio::fs::metadata(target)
+        .await
+        .ok()
+        .filter(std::fs::Metadata::is_file)
+        .map(|m| m.len());
+    let (partial, target) = (partial.to_owned(), target.to_owned());
+    let (copy, keep) = match (kept, existing) {
+        (Some(len), _) if start == u64::MAX || start <= len => (false, start.min(len)),
+        (Some(len), _) => return Err(PartialError::Beyond(len)),
+        (None, _) if start == 0 => (false, 0),
+        (None, Some(len)) if start == u64::MAX || start <= len => (true, start.min(len)),
+        (None, None) if start == u64::MAX => (false, 0),
+        (None, existing) => return Err(PartialError::Beyond(existing.unwrap_or(0))),
+    };
+    if copy {
+        quota.charge(keep).map_err(|_| PartialError::Quota)?;
+    } else if let Some(len) = kept {
+        quota.refund(len - keep);
+    }
+    let opened = tokio::task::spawn_blocking(move || -> io::Result<std::fs::File> {
+        use std::io::{Read, Seek};
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&partial)?;
+        let prepared = (|| {
+            if copy {
+                file.set_len(0)?;
+                let mut source = std::fs::File::open(&target)?.take(keep);
+                std::io::copy(&mut source, &mut file)?;
+            }
+            file.set_len(keep)?;
+            file.seek(std::io::SeekFrom::Start(keep))?;
+            Ok(())
+        })();
+        match prepared {
+            Ok(()) => Ok(file),
+            Err(err) => {
+                let _ = std::fs::remove_file(&partial);
+                Err(err)
+            }
+        }
+    })
+    .await
+    .map_err(io::Error::other)
+    .and_then(|opened| opened);
+    match opened {
+        Ok(file) => Ok(tokio::fs::File::from_std(file)),
+        Err(err) => {
+            if copy {
+                quota.refund(keep);
+            }
+            Err(PartialError::Io(err))
+        }
     }
 }

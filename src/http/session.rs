@@ -44,9 +44,7 @@ pub struct Sessions {
 
 /// 32 random bytes as 64 hex digits.
 pub fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the OS random source works");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::random(32)
 }
 
 impl Sessions {

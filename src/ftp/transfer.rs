@@ -1,0 +1,233 @@
+//! The data side of FTP: copying a file to or from a data connection.
+//!
+//! The copies borrow nothing of the session, so the session can keep
+//! reading its control connection while one runs (that is how `ABOR` and
+//! `STAT` reach a running transfer). Each copy counts its bytes in a shared
+//! counter the session reads for `STAT` and the transfer log, and gives up
+//! when the data connection stalls for the data timeout. `TYPE A`
+//! conversion keeps its state across reads, so a CR at the end of one read
+//! and its LF at the start of the next still make one line end.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::quota::QuotaWriter;
+
+/// Bytes moved per read: large, so a fast link needs few system calls.
+const CHUNK: usize = 256 * 1024;
+
+/// Why a copy stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("the data connection stalled for {0:?}")]
+    Stalled(Duration),
+    #[error("the data connection broke: {0}")]
+    Connection(io::Error),
+    #[error("the file could not be read or written: {0}")]
+    File(io::Error),
+    #[error(transparent)]
+    Quota(#[from] crate::quota::QuotaExceeded),
+}
+
+/// Line-end conversion for `TYPE A` (RFC 959 3.1.1.1: the wire carries
+/// CRLF; files here use LF).
+#[derive(Debug, Default)]
+pub struct Ascii {
+    /// Sending: the last byte of the previous chunk was a CR.
+    /// Receiving: a CR ended the previous chunk and is not yet written.
+    carried_cr: bool,
+}
+
+impl Ascii {
+    /// Sending: LF becomes CRLF; a CR already before an LF is kept once.
+    pub fn encode(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        for &byte in bytes {
+            if byte == b'\n' && !self.carried_cr {
+                out.push(b'\r');
+            }
+            out.push(byte);
+            self.carried_cr = byte == b'\r';
+        }
+    }
+
+    /// Receiving: CRLF becomes LF; a lone CR is kept.
+    pub fn decode(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        for &byte in bytes {
+            if self.carried_cr && byte != b'\n' {
+                out.push(b'\r');
+            }
+            self.carried_cr = byte == b'\r';
+            if !self.carried_cr {
+                out.push(byte);
+            }
+        }
+    }
+
+    /// Receiving: what is still held back at the end of the data (a final
+    /// CR with no LF after it).
+    pub fn finish(&mut self) -> &'static [u8] {
+        if std::mem::take(&mut self.carried_cr) {
+            b"\r"
+        } else {
+            b""
+        }
+    }
+}
+
+/// Runs `io` with the stall limit.
+async fn within<T>(
+    stall: Duration,
+    io: impl Future<Output = io::Result<T>>,
+) -> Result<io::Result<T>, TransferError> {
+    tokio::time::timeout(stall, io)
+        .await
+        .map_err(|_| TransferError::Stalled(stall))
+}
+
+/// Sends `file` from where it stands to `data`, then closes `data`.
+/// `ascii` converts line ends; `sent` counts the file's bytes sent.
+///
+/// # Errors
+/// The file or the connection failed, or the connection stalled.
+pub async fn download(
+    file: &mut (impl AsyncRead + Unpin),
+    data: &mut (impl AsyncWrite + Unpin),
+    mut ascii: Option<Ascii>,
+    sent: &AtomicU64,
+    stall: Duration,
+) -> Result<(), TransferError> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut converted = Vec::new();
+    loop {
+        let read = file.read(&mut buf).await.map_err(TransferError::File)?;
+        if read == 0 {
+            break;
+        }
+        let bytes = match &mut ascii {
+            Some(ascii) => {
+                ascii.encode(&buf[..read], &mut converted);
+                &converted[..]
+            }
+            None => &buf[..read],
+        };
+        within(stall, data.write_all(bytes))
+            .await?
+            .map_err(TransferError::Connection)?;
+        sent.fetch_add(read as u64, Ordering::Relaxed);
+    }
+    within(stall, data.shutdown())
+        .await?
+        .map_err(TransferError::Connection)
+}
+
+/// Receives `data` into `file` until the client closes it, charging every
+/// byte to `quota` before it is written. `received` counts the bytes
+/// written to the file. The file is flushed, not synced.
+///
+/// # Errors
+/// The quota is exceeded (nothing past it is written), the file or the
+/// connection failed, or the connection stalled.
+pub async fn upload(
+    data: &mut (impl AsyncRead + Unpin),
+    file: &mut (impl AsyncWrite + Unpin),
+    mut ascii: Option<Ascii>,
+    quota: &QuotaWriter,
+    received: &AtomicU64,
+    stall: Duration,
+) -> Result<(), TransferError> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut converted = Vec::new();
+    loop {
+        let read = within(stall, data.read(&mut buf))
+            .await?
+            .map_err(TransferError::Connection)?;
+        let bytes = match (&mut ascii, read) {
+            (Some(ascii), 0) => ascii.finish(),
+            (None, 0) => b"",
+            (Some(ascii), _) => {
+                ascii.decode(&buf[..read], &mut converted);
+                &converted[..]
+            }
+            (None, _) => &buf[..read],
+        };
+        quota.charge(bytes.len() as u64)?;
+        file.write_all(bytes).await.map_err(TransferError::File)?;
+        received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if read == 0 {
+            break;
+        }
+    }
+    file.flush().await.map_err(TransferError::File)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode_in(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut ascii = Ascii::default();
+        let mut all = Vec::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            ascii.encode(chunk, &mut out);
+            all.extend_from_slice(&out);
+        }
+        all
+    }
+
+    fn decode_in(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut ascii = Ascii::default();
+        let mut all = Vec::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            ascii.decode(chunk, &mut out);
+            all.extend_from_slice(&out);
+        }
+        all.extend_from_slice(ascii.finish());
+        all
+    }
+
+    #[test]
+    fn ascii_converts_line_ends_both_ways() {
+        assert_eq!(encode_in(&[b"a\nb\r\nc"]), b"a\r\nb\r\nc");
+        assert_eq!(decode_in(&[b"a\r\nb\nc\r"]), b"a\nb\nc\r");
+        assert_eq!(decode_in(&[b"a\rb"]), b"a\rb");
+    }
+
+    #[test]
+    fn a_crlf_split_between_reads_is_one_line_end() {
+        assert_eq!(
+            decode_in(&[b"one\r", b"\ntwo\r", b"", b"\n"]),
+            b"one\ntwo\n"
+        );
+        assert_eq!(decode_in(&[b"x\r", b"y"]), b"x\ry");
+        assert_eq!(encode_in(&[b"one\r", b"\ntwo", b"\n"]), b"one\r\ntwo\r\n");
+    }
+
+    #[tokio::test]
+    async fn an_upload_stops_at_the_quota_with_nothing_past_it_written() {
+        let home = tempfile::tempdir().unwrap();
+        let quotas = crate::quota::Quotas::default();
+        let quota = quotas.writer("alice", home.path(), Some(10)).unwrap();
+        let received = AtomicU64::new(0);
+        let mut file = Vec::new();
+        let mut data = &[7u8; 64][..];
+        let result = upload(
+            &mut data,
+            &mut file,
+            None,
+            &quota,
+            &received,
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(matches!(result, Err(TransferError::Quota(_))), "{result:?}");
+        assert!(file.is_empty());
+        assert_eq!(received.load(Ordering::Relaxed), 0);
+    }
+}
