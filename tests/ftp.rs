@@ -3,6 +3,9 @@
 
 mod support;
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
@@ -15,10 +18,14 @@ fn start() -> (ServeProcess, String) {
 }
 
 fn add_user(server: &ServeProcess, name: &str, password: &str, extra: &[&str]) {
+    add_user_in(server.data_dir(), name, password, extra);
+}
+
+fn add_user_in(data_dir: &Path, name: &str, password: &str, extra: &[&str]) {
     let mut args = vec![
         "user",
         "--data-dir",
-        server.data_dir().to_str().unwrap(),
+        data_dir.to_str().unwrap(),
         "add",
         name,
         "--password-stdin",
@@ -283,7 +290,7 @@ fn curl_resumes_a_download_and_renames() {
 
 #[test]
 fn one_address_gets_at_most_max_per_ip_sessions() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::Read;
     let config = "[echo]\nenabled = false\n[http]\nenabled = false\n[bot]\nenabled = false\n[ftp]\nenabled = true\nport = 0\nmax_per_ip = 2\n";
     let server = ServeProcess::with_config(config, 1);
     let addr = server.address("ftp", "tcp");
@@ -368,4 +375,167 @@ fn ftplib_aborts_transfers_and_resumes_uploads() {
         .filter(|n| n.to_string_lossy().starts_with('.'))
         .collect();
     assert!(hidden.is_empty(), "no partial upload left: {hidden:?}");
+}
+
+/// A bare control connection, to ask the server questions while a real
+/// client works.
+struct Control(BufReader<TcpStream>);
+
+impl Control {
+    fn login(addr: &str, user: &str, password: &str) -> Control {
+        let mut control = Control(BufReader::new(TcpStream::connect(addr).unwrap()));
+        assert!(control.reply().starts_with("220"));
+        assert!(control.command(&format!("USER {user}")).starts_with("331"));
+        assert!(
+            control
+                .command(&format!("PASS {password}"))
+                .starts_with("230")
+        );
+        control
+    }
+
+    /// The last line of the next reply.
+    fn reply(&mut self) -> String {
+        loop {
+            let mut line = String::new();
+            assert!(self.0.read_line(&mut line).unwrap() > 0, "control closed");
+            let bytes = line.as_bytes();
+            if bytes.len() >= 4 && bytes[..3].iter().all(u8::is_ascii_digit) && bytes[3] == b' ' {
+                return line.trim_end().to_owned();
+            }
+        }
+    }
+
+    fn command(&mut self, line: &str) -> String {
+        self.0
+            .get_mut()
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap();
+        self.reply()
+    }
+
+    /// Asks `SIZE name` until the answer satisfies `ready`, within a limit.
+    fn wait_for_size(&mut self, name: &str, ready: impl Fn(u64) -> bool) -> u64 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            let reply = self.command(&format!("SIZE {name}"));
+            if let Some(size) = reply.strip_prefix("213 ").and_then(|s| s.parse().ok())
+                && ready(size)
+            {
+                return size;
+            }
+        }
+        panic!("SIZE {name} never became ready");
+    }
+}
+
+/// 16 MiB that no old content resembles.
+fn new_content() -> Vec<u8> {
+    (0..16u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+/// Starts curl uploading `file` to `url` slowly, so it can be cut short.
+fn slow_upload(file: &Path, url: &str) -> std::process::Child {
+    Command::new("curl")
+        .args(["--silent", "--limit-rate", "2M", "-T"])
+        .arg(file)
+        .arg(url)
+        .spawn()
+        .expect("curl is installed (scripts/test installs it)")
+}
+
+#[test]
+fn a_client_killed_mid_upload_leaves_the_old_file_and_curl_resumes() {
+    let (server, addr) = start();
+    add_user(&server, "erin", "pw", &[]);
+    let home = server.data_dir().join("homes/erin");
+    std::fs::write(home.join("data.bin"), b"old content").unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("data.bin");
+    let content = new_content();
+    std::fs::write(&file, &content).unwrap();
+    let url = format!("ftp://erin:pw@{addr}/data.bin");
+
+    let mut uploading = slow_upload(&file, &url);
+    let mut control = Control::login(&addr, "erin", "pw");
+    control.wait_for_size("data.bin", |size| size > 64 * 1024);
+    uploading.kill().unwrap();
+    uploading.wait().unwrap();
+    let logged = server.wait_for_stderr("path=/data.bin");
+    assert!(logged.contains("aborted"), "{logged}");
+    assert_eq!(
+        std::fs::read(home.join("data.bin")).unwrap(),
+        b"old content"
+    );
+    let kept = control.wait_for_size("data.bin", |_| true);
+    assert!(kept > 64 * 1024 && kept < content.len() as u64, "{kept}");
+
+    // curl -C - asks SIZE, skips that much of the file and sends APPE.
+    let resumed = curl(&["-C", "-", "-T", file.to_str().unwrap(), &url]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(
+        std::fs::read(home.join("data.bin")).unwrap() == content,
+        "byte-identical"
+    );
+}
+
+#[test]
+fn the_server_killed_mid_upload_leaves_the_old_file_and_curl_resumes() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let serve = || {
+        ServeProcess::start(
+            &["serve", "--data-dir", dir, "ftp", "--addr", "127.0.0.1:0"],
+            1,
+        )
+    };
+    add_user_in(data.path(), "fred", "pw", &[]);
+    let home = data.path().join("homes/fred");
+    std::fs::write(home.join("data.bin"), b"old content").unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("data.bin");
+    let content = new_content();
+    std::fs::write(&file, &content).unwrap();
+
+    let mut server = serve();
+    let addr = server.address("ftp", "tcp");
+    let mut uploading = slow_upload(&file, &format!("ftp://fred:pw@{addr}/data.bin"));
+    Control::login(&addr, "fred", "pw").wait_for_size("data.bin", |size| size > 64 * 1024);
+    server.signal(libc::SIGKILL);
+    server.wait_exit(std::time::Duration::from_secs(10));
+    assert!(
+        !uploading.wait().unwrap().success(),
+        "curl saw the server go"
+    );
+    assert_eq!(
+        std::fs::read(home.join("data.bin")).unwrap(),
+        b"old content"
+    );
+
+    let server = serve();
+    let addr = server.address("ftp", "tcp");
+    let kept = Control::login(&addr, "fred", "pw").wait_for_size("data.bin", |_| true);
+    assert!(kept > 64 * 1024 && kept < content.len() as u64, "{kept}");
+    let resumed = curl(&[
+        "-C",
+        "-",
+        "-T",
+        file.to_str().unwrap(),
+        &format!("ftp://fred:pw@{addr}/data.bin"),
+    ]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(
+        std::fs::read(home.join("data.bin")).unwrap() == content,
+        "byte-identical"
+    );
 }

@@ -805,6 +805,20 @@ impl Session {
         Ok(stream)
     }
 
+    /// Whether the client has closed the control connection (or it broke),
+    /// without waiting for anything more to arrive. A line that did arrive
+    /// is kept for the command loop.
+    async fn control_closed(&mut self) -> bool {
+        match tokio::time::timeout(Duration::ZERO, self.read_line()).await {
+            Err(_nothing_yet) => false,
+            Ok(Ok(Line::Closed) | Err(_)) => true,
+            Ok(Ok(line)) => {
+                self.pending.push_back(line);
+                false
+            }
+        }
+    }
+
     /// The replies for a transfer that did not complete; `kept` ends the
     /// text (what an upload left to resume).
     async fn transfer_failed(&mut self, failure: Failure, kept: &str) -> io::Result<()> {
@@ -1002,6 +1016,13 @@ impl Session {
         );
         let mut outcome = self.while_transferring(receiving, &received).await?;
         let bytes = received.load(Ordering::Relaxed);
+        // The end of the data is the end of the file in stream mode, but a
+        // client that was killed closes its data connection the same way.
+        // One that waits for this upload's reply keeps its control
+        // connection open, so a closed one means the upload broke off.
+        if outcome.is_ok() && self.control_closed().await {
+            outcome = Err(Failure::ControlClosed);
+        }
         if outcome.is_ok() {
             let replaced = tokio::fs::metadata(&real).await.map(|m| m.len()).ok();
             let landed = async {
