@@ -539,3 +539,160 @@ fn the_server_killed_mid_upload_leaves_the_old_file_and_curl_resumes() {
         "byte-identical"
     );
 }
+
+#[test]
+fn paths_and_names_that_would_leave_the_home_are_refused() {
+    let (server, addr) = start();
+    add_user(&server, "gail", "pw", &[]);
+    let home = server.data_dir().join("homes/gail");
+    std::fs::write(home.join("mine.txt"), b"mine").unwrap();
+    std::os::unix::fs::symlink("/etc", home.join("etc")).unwrap();
+    let mut control = Control::login(&addr, "gail", "pw");
+    for escaping in [
+        "SIZE ../../etc/passwd",
+        "SIZE /etc/passwd",
+        "SIZE /../etc/passwd",
+        "SIZE etc/passwd",
+        "CWD etc",
+        "CWD ..",
+        "MKD etc/sockit-was-here",
+        "DELE ../gail/mine.txt/../../../etc/passwd",
+        "RNFR etc/passwd",
+        "MDTM %2e%2e/%2e%2e/etc/passwd",
+    ] {
+        let reply = control.command(escaping);
+        assert!(reply.starts_with("550"), "{escaping}: {reply}");
+    }
+    assert_eq!(control.command("PWD"), "257 \"/\" is the current directory");
+    // A NUL, or a CR sent as RFC 2640's CR NUL, is never part of a name.
+    for bad in ["SIZE mine.txt\0../x", "MKD a\r\0b", "STOR a\0b"] {
+        let reply = control.command(bad);
+        assert!(reply.starts_with("553"), "{bad:?}: {reply}");
+    }
+    assert!(!Path::new("/etc/sockit-was-here").exists());
+    assert_eq!(std::fs::read(home.join("mine.txt")).unwrap(), b"mine");
+    let mut names: Vec<String> = std::fs::read_dir(&home)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["etc", "mine.txt"], "nothing was created");
+}
+
+#[test]
+fn a_read_only_user_changes_nothing() {
+    let (server, addr) = start();
+    add_user(&server, "ro", "pw", &["--read-only"]);
+    let home = server.data_dir().join("homes/ro");
+    std::fs::write(home.join("keep.txt"), b"precious").unwrap();
+    std::fs::create_dir(home.join("dir")).unwrap();
+    let mut control = Control::login(&addr, "ro", "pw");
+    for refused in [
+        "STOR keep.txt",
+        "STOR new.txt",
+        "APPE keep.txt",
+        "STOU keep.txt",
+        "DELE keep.txt",
+        "RNFR keep.txt",
+        "RNTO other.txt",
+        "MKD made",
+        "RMD dir",
+    ] {
+        let reply = control.command(refused);
+        assert!(reply.starts_with("550"), "{refused}: {reply}");
+    }
+    assert!(control.command("SIZE keep.txt").starts_with("213 8"));
+    assert_eq!(std::fs::read(home.join("keep.txt")).unwrap(), b"precious");
+    assert!(home.join("dir").is_dir() && !home.join("made").exists());
+    assert_eq!(std::fs::read_dir(&home).unwrap().count(), 2);
+}
+
+#[test]
+fn two_sessions_of_one_user_cannot_pass_the_quota_together() {
+    let (server, addr) = start();
+    add_user(&server, "quo", "pw", &["--quota", "1M"]);
+    let home = server.data_dir().join("homes/quo");
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("part.bin");
+    std::fs::write(&file, vec![9u8; 700 * 1024]).unwrap();
+    // Slow enough that both uploads are running at the same time.
+    let mut children: Vec<_> = ["one.bin", "two.bin"]
+        .iter()
+        .map(|name| {
+            Command::new("curl")
+                .args(["--silent", "--show-error", "--limit-rate", "1M", "-T"])
+                .arg(&file)
+                .arg(format!("ftp://quo:pw@{addr}/{name}"))
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("curl is installed")
+        })
+        .collect();
+    let mut succeeded = 0;
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        if output.status.success() {
+            succeeded += 1;
+        } else {
+            // Which one loses depends on how the two interleave (both may,
+            // when each has charged part of its file when the quota runs
+            // out), but only ever to the quota: curl's words for a 552.
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains("Exceeded storage allocation"), "{stderr}");
+        }
+    }
+    assert!(succeeded <= 1, "both uploads together do not fit");
+    let files: Vec<(String, u64)> = std::fs::read_dir(&home)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        files.len(),
+        succeeded,
+        "no partial upload is left: {files:?}"
+    );
+    assert!(files.iter().all(|(_, len)| *len == 700 * 1024), "{files:?}");
+}
+
+#[test]
+fn repeated_wrong_passwords_are_delayed_then_locked_out() {
+    let (server, addr) = start();
+    add_user(&server, "hal", "right", &[]);
+    // Ten wrong passwords at once, on ten connections (the most one
+    // address may hold), so the growing delays overlap.
+    let attempts: Vec<_> = (0..10)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut control = Control(BufReader::new(TcpStream::connect(&addr).unwrap()));
+                assert!(control.reply().starts_with("220"));
+                control.command("USER hal");
+                let started = std::time::Instant::now();
+                let reply = control.command("PASS wrong");
+                (reply, started.elapsed())
+            })
+        })
+        .collect();
+    let results: Vec<_> = attempts.into_iter().map(|a| a.join().unwrap()).collect();
+    assert!(
+        results.iter().all(|(reply, _)| reply.starts_with("530")),
+        "{results:?}"
+    );
+    let slowest = results.iter().map(|(_, took)| *took).max().unwrap();
+    assert!(
+        slowest >= std::time::Duration::from_millis(500),
+        "later failures are answered only after a delay: {results:?}"
+    );
+    // Now even the right password is refused for a while.
+    let mut control = Control(BufReader::new(TcpStream::connect(&addr).unwrap()));
+    assert!(control.reply().starts_with("220"));
+    control.command("USER hal");
+    let locked = control.command("PASS right");
+    assert!(locked.starts_with("421"), "{locked}");
+}

@@ -268,9 +268,9 @@ impl Session {
     /// to its end and reported, so the session stays in step. Telnet
     /// commands in it are dropped. Cancel-safe: a partly read line is kept.
     ///
-    /// A line ends at CR as well as at CRLF or LF. Clients that send ABOR
-    /// as urgent data (Python's ftplib) mark its final LF urgent, and a
-    /// read stops in front of the urgent byte without the socket becoming
+    /// A line may end at a CR whose LF has not arrived. Clients that send
+    /// ABOR as urgent data (Python's ftplib) mark its final LF urgent, and
+    /// a read stops in front of the urgent byte without the socket becoming
     /// readable again until more data comes: waiting for that LF would
     /// leave the ABOR unanswered. The LF is skipped when it comes.
     async fn read_line(&mut self) -> io::Result<Line> {
@@ -284,10 +284,13 @@ impl Session {
                 self.traffic.bytes_in += 1;
                 continue;
             }
-            let (taken, done) = match available.iter().position(|b| matches!(b, b'\r' | b'\n')) {
-                Some(at) if available[at] == b'\r' && available.get(at + 1) == Some(&b'\n') => {
-                    (at + 2, true)
-                }
+            // A line ends at LF, or at a CR that is the last byte there is.
+            // A CR followed by anything else (RFC 2640 sends a CR in a path
+            // as CR NUL) stays in the line, for the path check to refuse.
+            let end = available.iter().enumerate().position(|(at, byte)| {
+                *byte == b'\n' || (*byte == b'\r' && at + 1 == available.len())
+            });
+            let (taken, done) = match end {
                 Some(at) => {
                     self.skip_lf = available[at] == b'\r';
                     (at + 1, true)
