@@ -616,7 +616,7 @@ fn two_sessions_of_one_user_cannot_pass_the_quota_together() {
     let file = scratch.path().join("part.bin");
     std::fs::write(&file, vec![9u8; 700 * 1024]).unwrap();
     // Slow enough that both uploads are running at the same time.
-    let mut children: Vec<_> = ["one.bin", "two.bin"]
+    let children: Vec<_> = ["one.bin", "two.bin"]
         .iter()
         .map(|name| {
             Command::new("curl")
