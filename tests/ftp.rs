@@ -696,3 +696,94 @@ fn repeated_wrong_passwords_are_delayed_then_locked_out() {
     let locked = control.command("PASS right");
     assert!(locked.starts_with("421"), "{locked}");
 }
+
+/// Writes 500 files in nested directories (some empty, some of 100 KiB,
+/// names with spaces and UTF-8) and returns their relative paths.
+fn write_tree(root: &Path) -> Vec<String> {
+    let mut paths = Vec::new();
+    for a in 0..5 {
+        for b in 0..10 {
+            let dir = root.join(format!("dir {a}")).join(format!("子{b}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for c in 0..10 {
+                let n = (a * 100 + b * 10 + c) as usize;
+                let len = match n % 50 {
+                    0 => 0,
+                    1 => 100 * 1024,
+                    _ => n * 13 % 4096,
+                };
+                let bytes: Vec<u8> = (0..len).map(|i| ((i * 31 + n) % 251) as u8).collect();
+                let name = format!("file {c}.bin");
+                std::fs::write(dir.join(&name), bytes).unwrap();
+                paths.push(format!("dir {a}/子{b}/{name}"));
+            }
+        }
+    }
+    paths
+}
+
+fn lftp(addr: &str, user: &str, script: &str) -> std::process::Output {
+    let settings = "set cmd:fail-exit yes; set net:max-retries 1; set net:timeout 20; \
+                    set ftp:ssl-allow no; set xfer:clobber on";
+    Command::new("lftp")
+        .args(["-u", user, "-e", &format!("{settings}; {script}; quit")])
+        .arg(format!("ftp://{addr}"))
+        .output()
+        .expect("lftp is installed (scripts/test installs it)")
+}
+
+#[test]
+fn lftp_mirrors_a_tree_up_and_back_byte_identical_in_both_modes() {
+    let (server, addr) = start();
+    add_user(&server, "lena", "pw", &[]);
+    let home = server.data_dir().join("homes/lena");
+    let local = tempfile::tempdir().unwrap();
+    let paths = write_tree(local.path());
+    assert_eq!(paths.len(), 500);
+    for (passive, remote) in [("on", "up-passive"), ("off", "up-active")] {
+        let up = lftp(
+            &addr,
+            "lena,pw",
+            &format!(
+                "set ftp:passive-mode {passive}; mirror -R {} {remote}",
+                local.path().display()
+            ),
+        );
+        assert!(
+            up.status.success(),
+            "mirror -R, passive {passive}: {}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+        let back = tempfile::tempdir().unwrap();
+        let down = lftp(
+            &addr,
+            "lena,pw",
+            &format!(
+                "set ftp:passive-mode {passive}; mirror {remote} {}",
+                back.path().join("t").display()
+            ),
+        );
+        assert!(
+            down.status.success(),
+            "mirror, passive {passive}: {}",
+            String::from_utf8_lossy(&down.stderr)
+        );
+        for path in &paths {
+            let original = std::fs::read(local.path().join(path)).unwrap();
+            assert!(
+                std::fs::read(home.join(remote).join(path)).unwrap() == original,
+                "{remote}/{path} on the server"
+            );
+            assert!(
+                std::fs::read(back.path().join("t").join(path)).unwrap() == original,
+                "{path} mirrored back, passive {passive}"
+            );
+        }
+    }
+    let log = server.stderr();
+    assert!(log.contains("command=EPSV") || log.contains("command=PASV"));
+    assert!(
+        log.contains("command=EPRT") || log.contains("command=PORT"),
+        "passive mode off made lftp use active mode"
+    );
+}
