@@ -787,3 +787,97 @@ fn lftp_mirrors_a_tree_up_and_back_byte_identical_in_both_modes() {
         "passive mode off made lftp use active mode"
     );
 }
+
+/// One session of the `suppaftp` crate against a server at `addr`: every
+/// common call, LIST and MLSD parsed by the crate's own parsers.
+fn suppaftp_session(addr: &str, mode: suppaftp::Mode) {
+    use suppaftp::list::File;
+    let mut ftp = suppaftp::FtpStream::connect(addr).unwrap();
+    ftp.set_mode(mode);
+    ftp.login("ivy", "pw").unwrap();
+    ftp.transfer_type(suppaftp::types::FileType::Binary)
+        .unwrap();
+    ftp.mkdir("reports").unwrap();
+    ftp.cwd("reports").unwrap();
+    assert_eq!(ftp.pwd().unwrap(), "/reports");
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    ftp.put_file("年报.bin", &mut &payload[..]).unwrap();
+    assert_eq!(ftp.size("年报.bin").unwrap(), payload.len());
+    assert!(ftp.retr_as_buffer("年报.bin").unwrap().into_inner() == payload);
+    ftp.append_file("年报.bin", &mut &b"more"[..]).unwrap();
+    assert_eq!(ftp.size("年报.bin").unwrap(), payload.len() + 4);
+    ftp.mkdir("sub").unwrap();
+
+    let listed: Vec<File> = ftp
+        .list(None)
+        .unwrap()
+        .iter()
+        .map(|line| File::from_posix_line(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect();
+    let file = listed.iter().find(|f| f.name() == "年报.bin").unwrap();
+    assert!(file.is_file() && file.size() == payload.len() + 4);
+    assert!(listed.iter().any(|f| f.name() == "sub" && f.is_directory()));
+    let facts: Vec<File> = ftp
+        .mlsd(None)
+        .unwrap()
+        .iter()
+        .map(|line| File::from_mlsx_line(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect();
+    assert!(
+        facts
+            .iter()
+            .any(|f| f.name() == "年报.bin" && f.size() == payload.len() + 4)
+    );
+
+    ftp.rename("年报.bin", "old.bin").unwrap();
+    ftp.rm("old.bin").unwrap();
+    ftp.rmdir("sub").unwrap();
+    assert!(ftp.nlst(None).unwrap().is_empty());
+    ftp.cdup().unwrap();
+    ftp.rmdir("reports").unwrap();
+    ftp.quit().unwrap();
+}
+
+#[test]
+fn a_rust_ftp_client_works_over_ipv4_and_ipv6() {
+    for (bind, mode) in [
+        ("127.0.0.1:0", suppaftp::Mode::Passive),
+        ("127.0.0.1:0", suppaftp::Mode::Active),
+        ("[::1]:0", suppaftp::Mode::ExtendedPassive),
+    ] {
+        let server = ServeProcess::serve(&["ftp", "--addr", bind], 1);
+        add_user(&server, "ivy", "pw", &[]);
+        let addr = server.address("ftp", "tcp");
+        suppaftp_session(&addr, mode);
+    }
+}
+
+#[test]
+fn curl_works_over_ipv6() {
+    let server = ServeProcess::serve(&["ftp", "--addr", "[::1]:0"], 1);
+    add_user(&server, "six", "pw", &[]);
+    let addr = server.address("ftp", "tcp");
+    assert!(addr.starts_with("[::1]:"), "{addr}");
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("v6.txt");
+    std::fs::write(&file, b"over IPv6\n").unwrap();
+    let base = format!("ftp://six:pw@{addr}");
+    let up = curl(&["-T", file.to_str().unwrap(), &format!("{base}/v6.txt")]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let down = curl(&[&format!("{base}/v6.txt")]);
+    assert_eq!(down.stdout, b"over IPv6\n");
+    // Active mode over IPv6 is EPRT.
+    let active = curl(&["--ftp-port", "::1", &format!("{base}/v6.txt")]);
+    assert_eq!(
+        active.stdout,
+        b"over IPv6\n",
+        "{}",
+        String::from_utf8_lossy(&active.stderr)
+    );
+    let listed = curl(&["--list-only", &format!("{base}/")]);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "v6.txt");
+}
