@@ -131,7 +131,7 @@ pub struct FtpSection {
 impl Default for FtpSection {
     fn default() -> Self {
         FtpSection {
-            enabled: false,
+            enabled: true,
             port: 2121,
             idle_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(60),

@@ -46,7 +46,7 @@ fn screenshot_path(name: &str, scratch: &std::path::Path) -> String {
 #[test]
 fn the_dashboard_counters_move_when_an_echo_client_connects() {
     let server = ServeProcess::with_config(
-        "[echo]\nport = 0\nudp = false\n\n[http]\nport = 0\n\n[bot]\nenabled = false\n",
+        "[echo]\nport = 0\nudp = false\n\n[http]\nport = 0\n\n[bot]\nenabled = false\n[ftp]\nenabled = false\n",
         2,
     );
     let echo = server.address("echo", "tcp");
@@ -65,7 +65,7 @@ fn the_dashboard_counters_move_when_an_echo_client_connects() {
 #[test]
 fn a_file_uploaded_through_the_page_downloads_byte_identical_and_deletes() {
     let server = ServeProcess::with_config(
-        "[echo]\nenabled = false\n\n[http]\nport = 0\n\n[bot]\nenabled = false\n",
+        "[echo]\nenabled = false\n\n[http]\nport = 0\n\n[bot]\nenabled = false\n[ftp]\nenabled = false\n",
         1,
     );
     let scratch = tempfile::tempdir().unwrap();

@@ -117,7 +117,7 @@ fn serve_runs_from_a_config_and_connect_pipes_like_nc() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("echo.sock");
     let config = format!(
-        "[echo]\nport = 0\nunix_path = {:?}\n[http]\nenabled = false\n[bot]\nenabled = false\n",
+        "[echo]\nport = 0\nunix_path = {:?}\n[http]\nenabled = false\n[bot]\nenabled = false\n[ftp]\nenabled = false\n",
         sock.to_str().unwrap()
     );
     let server = ServeProcess::with_config(&config, 3);

@@ -57,7 +57,7 @@ impl Exec {
         let unix = keys.path().join("exec.sock");
         let run_as = if running_as_root() { "nobody" } else { "" };
         let config = format!(
-            "[echo]\nenabled = false\n[http]\nenabled = {http}\nport = 0\n[bot]\nenabled = false\n\
+            "[echo]\nenabled = false\n[http]\nenabled = {http}\nport = 0\n[bot]\nenabled = false\n[ftp]\nenabled = false\n\
              [exec]\nport = 0\nunix_path = {unix:?}\nauthorized_keys = {authorized:?}\n\
              working_dir = {work:?}\nrun_as = {run_as:?}\n{extra}\n",
             work = work.path(),
@@ -686,7 +686,7 @@ fn keygen_writes_a_private_key_only_its_owner_reads() {
 #[test]
 fn serve_without_authorized_keys_says_how_to_add_one() {
     let server = ServeProcess::with_config(
-        "[echo]\nport = 0\nudp = false\n[http]\nenabled = false\n[bot]\nenabled = false\n",
+        "[echo]\nport = 0\nudp = false\n[http]\nenabled = false\n[bot]\nenabled = false\n[ftp]\nenabled = false\n",
         1,
     );
     let note = server.wait_for_stderr("exec not started");

@@ -574,8 +574,7 @@ fn curl(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-const ECHO_AND_HTTP: &str =
-    "[echo]\nport = 0\nudp = false\n\n[http]\nport = 0\n\n[bot]\nenabled = false\n";
+const ECHO_AND_HTTP: &str = "[echo]\nport = 0\nudp = false\n\n[http]\nport = 0\n\n[bot]\nenabled = false\n[ftp]\nenabled = false\n";
 
 /// A signed-in curl: a cookie jar in a temporary dir, and the session's CSRF token.
 struct CurlSession {
@@ -841,7 +840,7 @@ fn with_a_certificate_the_console_speaks_https_and_http2() {
     std::fs::write(&cert_file, cert.cert.pem()).unwrap();
     std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
     let config = format!(
-        "[echo]\nenabled = false\n\n[bot]\nenabled = false\n\n[http]\nport = 0\ntls_cert = {:?}\ntls_key = {:?}\n",
+        "[echo]\nenabled = false\n\n[bot]\nenabled = false\n[ftp]\nenabled = false\n\n[http]\nport = 0\ntls_cert = {:?}\ntls_key = {:?}\n",
         cert_file.to_str().unwrap(),
         key_file.to_str().unwrap()
     );
@@ -937,7 +936,7 @@ fn an_unusable_certificate_stops_the_start_with_one_line() {
 fn sigterm_ends_open_event_streams_instead_of_waiting_out_the_grace_period() {
     // A grace period far longer than the wait below: only a clean end of the
     // event stream lets the process exit in time.
-    let config = "[serve]\ngrace_period = \"10m\"\n[echo]\nenabled = false\n[http]\nport = 0\n[bot]\nenabled = false\n";
+    let config = "[serve]\ngrace_period = \"10m\"\n[echo]\nenabled = false\n[http]\nport = 0\n[bot]\nenabled = false\n[ftp]\nenabled = false\n";
     let mut server = ServeProcess::with_config(config, 1);
     let base = format!("http://{}", server.address("http", "tcp"));
     let admin = CurlSession::sign_in(&base, "admin", &server.admin_password());
@@ -984,7 +983,7 @@ fn peak_rss(pid: i32) -> u64 {
 #[test]
 fn a_2_gib_upload_streams_to_disk_in_bounded_memory() {
     let server = ServeProcess::with_config(
-        "[echo]\nenabled = false\n[http]\nport = 0\n[bot]\nenabled = false\n",
+        "[echo]\nenabled = false\n[http]\nport = 0\n[bot]\nenabled = false\n[ftp]\nenabled = false\n",
         1,
     );
     let base = format!("http://{}", server.address("http", "tcp"));

@@ -58,7 +58,7 @@ struct ExecArgs {
     unix: Option<PathBuf>,
 }
 
-/// Run the FTP server alone (first part: passive mode, core commands; see docs/ftp.md).
+/// Run the FTP server alone (see docs/ftp.md).
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  sockit serve ftp                             on 127.0.0.1:2121\n  sockit serve ftp --addr 127.0.0.1:0\n  curl -u alice ftp://127.0.0.1:2121/"
