@@ -126,6 +126,11 @@ pub struct FtpSection {
     /// The IPv4 address PASV announces (behind NAT); empty: the control
     /// connection's own.
     pub passive_address: String,
+    /// PEM files for `AUTH TLS`; both empty: no TLS.
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// Refuse logins and data connections that are not encrypted.
+    pub require_tls: bool,
 }
 
 impl Default for FtpSection {
@@ -139,6 +144,9 @@ impl Default for FtpSection {
             max_per_ip: 10,
             passive_ports: String::new(),
             passive_address: String::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            require_tls: false,
         }
     }
 }
@@ -156,6 +164,10 @@ pub struct FtpSettings {
     pub passive_ports: Option<std::ops::RangeInclusive<u16>>,
     /// The address PASV announces; `None`: the control connection's own.
     pub passive_address: Option<std::net::Ipv4Addr>,
+    /// The certificate and key for `AUTH TLS`; `None`: no TLS.
+    pub tls: Option<TlsFiles>,
+    /// Logins and data connections must be encrypted.
+    pub require_tls: bool,
 }
 
 /// `[bot]`: the 10086 menu bot.
@@ -401,22 +413,27 @@ impl FileConfig {
         if self.http.max_connections == 0 {
             return Err(out_of_range("http.max_connections", "must be at least 1"));
         }
-        let tls = match (
-            self.http.tls_cert.as_os_str().is_empty(),
-            self.http.tls_key.as_os_str().is_empty(),
-        ) {
-            (true, true) => None,
-            (false, false) => Some(TlsFiles {
-                cert: self.http.tls_cert.clone(),
-                key: self.http.tls_key.clone(),
-            }),
-            _ => {
-                return Err(out_of_range(
-                    "http.tls_cert",
-                    "set both http.tls_cert and http.tls_key, or neither",
-                ));
-            }
-        };
+        // A certificate and its key come together, or not at all.
+        let tls_pair =
+            |[cert_name, key_name]: [&'static str; 2], cert: &PathBuf, key: &PathBuf| match (
+                cert.as_os_str().is_empty(),
+                key.as_os_str().is_empty(),
+            ) {
+                (true, true) => Ok(None),
+                (false, false) => Ok(Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                })),
+                _ => Err(out_of_range(
+                    cert_name,
+                    &format!("set both {cert_name} and {key_name}, or neither"),
+                )),
+            };
+        let tls = tls_pair(
+            ["http.tls_cert", "http.tls_key"],
+            &self.http.tls_cert,
+            &self.http.tls_key,
+        )?;
         let http = self.http.enabled.then(|| HttpSettings {
             addr: SocketAddr::new(bind, self.http.port),
             max_connections: self.http.max_connections,
@@ -486,6 +503,17 @@ impl FileConfig {
                 out_of_range("ftp.passive_address", "must be an IPv4 address, or empty")
             })?),
         };
+        let ftp_tls = tls_pair(
+            ["ftp.tls_cert", "ftp.tls_key"],
+            &self.ftp.tls_cert,
+            &self.ftp.tls_key,
+        )?;
+        if self.ftp.require_tls && ftp_tls.is_none() {
+            return Err(out_of_range(
+                "ftp.require_tls",
+                "needs ftp.tls_cert and ftp.tls_key",
+            ));
+        }
         let ftp = self.ftp.enabled.then(|| FtpSettings {
             addr: SocketAddr::new(bind, self.ftp.port),
             idle_timeout: self.ftp.idle_timeout,
@@ -494,6 +522,8 @@ impl FileConfig {
             max_per_ip: self.ftp.max_per_ip,
             passive_ports,
             passive_address,
+            tls: ftp_tls,
+            require_tls: self.ftp.require_tls,
         });
         let data_dir = overrides.data_dir.clone().unwrap_or_else(default_data_dir);
         let exec = &self.exec;

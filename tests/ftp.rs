@@ -881,3 +881,154 @@ fn curl_works_over_ipv6() {
     let listed = curl(&["--list-only", &format!("{base}/")]);
     assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "v6.txt");
 }
+
+/// A running FTP server with a fresh self-signed certificate, with TLS
+/// required when `require` is set.
+fn start_tls(require: bool) -> (ServeProcess, String) {
+    let files = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_file = files.path().join("cert.pem");
+    let key_file = files.path().join("key.pem");
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
+    let config = format!(
+        "[echo]\nenabled = false\n[http]\nenabled = false\n[bot]\nenabled = false\n\
+         [ftp]\nport = 0\ntls_cert = {cert_file:?}\ntls_key = {key_file:?}\nrequire_tls = {require}\n"
+    );
+    let server = ServeProcess::with_config(&config, 1);
+    // The files are read at start; the directory may go.
+    drop(files);
+    let addr = server.address("ftp", "tcp");
+    (server, addr)
+}
+
+#[test]
+fn curl_uses_explicit_tls_and_plain_logins_are_refused_when_it_is_required() {
+    let (server, addr) = start_tls(true);
+    add_user(&server, "tess", "pw", &[]);
+    let base = format!("ftp://tess:pw@{addr}");
+    let plain = curl(&["--list-only", &format!("{base}/")]);
+    assert!(!plain.status.success());
+    assert!(
+        String::from_utf8_lossy(&plain.stderr).contains("530"),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("secret.bin");
+    let content: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(&file, &content).unwrap();
+    let tls = ["--ssl-reqd", "--insecure"];
+    let up = curl(
+        &[
+            &tls[..],
+            &["-T", file.to_str().unwrap(), &format!("{base}/secret.bin")],
+        ]
+        .concat(),
+    );
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let down = curl(&[&tls[..], &[format!("{base}/secret.bin").as_str()]].concat());
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert!(down.stdout == content, "byte-identical through TLS");
+    let listed = curl(&[&tls[..], &["--list-only", &format!("{base}/")]].concat());
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "secret.bin");
+    let log = server.stderr();
+    assert!(
+        log.contains("command=PROT P"),
+        "data connections were protected"
+    );
+}
+
+#[test]
+fn ftplib_and_lftp_use_explicit_tls() {
+    let (server, addr) = start_tls(true);
+    add_user(&server, "uma", "pw", &[]);
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let output = Command::new("python3")
+        .arg(format!(
+            "{}/tests/peers/ftplib_tls.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args([host, port, "uma", "pw"])
+        .output()
+        .expect("python3 is installed");
+    assert!(
+        output.status.success(),
+        "ftplib failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let feat: Vec<&str> = out["feat"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().trim())
+        .collect();
+    for feature in ["AUTH TLS", "PBSZ", "PROT"] {
+        assert!(feat.contains(&feature), "FEAT lists {feature}: {feat:?}");
+    }
+    assert_eq!(out["plain_login"], "530", "{out}");
+    assert_eq!(out["auth"], "234");
+    assert_eq!(out["login"], "230");
+    assert!(
+        out["tls_version"].as_str().unwrap().starts_with("TLSv1."),
+        "{out}"
+    );
+    assert_eq!(out["clear_data"], "521", "{out}");
+    assert_eq!(out["prot_c"], "534", "{out}");
+    assert_eq!(out["prot_p"], "200");
+    assert_eq!(out["stor"], "226");
+    assert_eq!(out["identical"], true);
+    assert_eq!(out["nlst"], serde_json::json!(["tls.bin"]));
+    assert_eq!(out["abor"], serde_json::json!(["426", "226"]), "{out}");
+    assert_eq!(out["noop"], "200");
+    assert_eq!(out["quit"], "221");
+
+    // lftp, forced to TLS on both connections, mirrors a small tree up.
+    let local = tempfile::tempdir().unwrap();
+    for i in 0..20 {
+        std::fs::write(
+            local.path().join(format!("f{i}.txt")),
+            format!("file {i}\n").repeat(i * 100),
+        )
+        .unwrap();
+    }
+    let up = Command::new("lftp")
+        .args([
+            "-u",
+            "uma,pw",
+            "-e",
+            &format!(
+                "set cmd:fail-exit yes; set net:max-retries 1; set net:timeout 20; \
+                 set ftp:ssl-force true; set ftp:ssl-protect-data true; \
+                 set ssl:verify-certificate no; mirror -R {} tree; quit",
+                local.path().display()
+            ),
+        ])
+        .arg(format!("ftp://{addr}"))
+        .output()
+        .expect("lftp is installed (scripts/test installs it)");
+    assert!(
+        up.status.success(),
+        "lftp: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let home = server.data_dir().join("homes/uma/tree");
+    for i in 0..20 {
+        let name = format!("f{i}.txt");
+        assert_eq!(
+            std::fs::read(home.join(&name)).unwrap(),
+            std::fs::read(local.path().join(&name)).unwrap(),
+            "{name}"
+        );
+    }
+}

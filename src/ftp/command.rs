@@ -45,6 +45,12 @@ pub enum Command {
     Stou(Option<String>),
     /// `ABOR`: stop the running transfer.
     Abor,
+    /// `AUTH TLS` (or `AUTH SSL`): switch the control connection to TLS.
+    Auth(String),
+    /// `PBSZ 0`: the protection buffer size, always 0 with TLS.
+    Pbsz(String),
+    /// `PROT C` or `PROT P`: data connections in the clear or in TLS.
+    Prot(String),
     Size(String),
     Mdtm(String),
     /// `REST offset`: the next RETR starts at this byte (RFC 3659 section 5).
@@ -127,6 +133,9 @@ pub fn parse(line: &str) -> Command {
             argument.map(str::to_owned).filter(|a| !a.is_empty()),
         )),
         "ABOR" => Ok(Command::Abor),
+        "AUTH" => required("AUTH").map(Command::Auth),
+        "PBSZ" => required("PBSZ").map(Command::Pbsz),
+        "PROT" => required("PROT").map(Command::Prot),
         "SIZE" => required("SIZE").map(Command::Size),
         "MDTM" => required("MDTM").map(Command::Mdtm),
         "REST" => match argument.map(|a| a.trim().parse::<u64>()) {

@@ -3,8 +3,9 @@
 //! for real FTP clients.
 //!
 //! [`command`] parses control lines (pure); [`session`] runs one control
-//! connection; [`transfer`] copies files over data connections; [`listing`]
-//! formats LIST and MLSD lines. Users, homes, permissions and quotas are the
+//! connection; [`transfer`] copies files over data connections; [`stream`]
+//! is a connection in the clear or in TLS; [`listing`] formats LIST and MLSD
+//! lines. Users, homes, permissions and quotas are the
 //! shared ones (`users`, `vfs`, `quota`) that the HTTP console uses too.
 //! What is built, and how uploads are kept for resuming, is in
 //! `docs/ftp.md`.
@@ -12,11 +13,13 @@
 pub mod command;
 pub mod listing;
 pub mod session;
+pub mod stream;
 pub mod transfer;
 
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::FtpSettings;
 use crate::endpoint::{self, Endpoint, Origin, SetupError};
@@ -24,6 +27,7 @@ use crate::listener;
 use crate::quota::Quotas;
 use crate::shutdown::Shutdown;
 use crate::throttle::{Policy, Throttle};
+use crate::tls;
 use crate::users::UserStore;
 use session::FtpContext;
 
@@ -35,21 +39,48 @@ const ORIGIN: Origin = Origin {
 };
 
 /// The FTP service with its control socket bound.
-#[derive(Debug)]
 pub struct Ftp {
     listener: TcpListener,
     settings: FtpSettings,
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Ftp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ftp")
+            .field("listener", &self.listener)
+            .field("settings", &self.settings)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl Ftp {
-    /// Binds the control address.
+    /// Loads the TLS files, if any, and binds the control address.
     ///
     /// # Errors
-    /// The address cannot be bound.
+    /// The TLS files cannot be used, or the address cannot be bound.
     pub async fn bind(settings: &FtpSettings) -> Result<Ftp, SetupError> {
+        let tls = match &settings.tls {
+            Some(files) => {
+                let mut config =
+                    tls::server_config(files, &[b"ftp"]).map_err(|source| SetupError::Tls {
+                        service: "ftp",
+                        source,
+                    })?;
+                // No TLS 1.3 session tickets: the server sends them after the
+                // handshake, and a client that only writes on an upload's
+                // data connection never reads them, so closing it with them
+                // unread resets the connection and can cut off the upload.
+                config.send_tls13_tickets = 0;
+                Some(TlsAcceptor::from(Arc::new(config)))
+            }
+            None => None,
+        };
         Ok(Ftp {
             listener: endpoint::bind_tcp(settings.addr, ORIGIN).await?,
             settings: settings.clone(),
+            tls,
         })
     }
 
@@ -79,6 +110,8 @@ impl Ftp {
             passive_ports: self.settings.passive_ports.clone(),
             passive_address: self.settings.passive_address,
             uploading: Default::default(),
+            tls: self.tls,
+            require_tls: self.settings.require_tls,
         });
         listener::run(
             self.listener,

@@ -15,12 +15,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tracing::info;
 
 use super::command::{self, Command, MAX_LINE, TransferType};
 use super::listing;
+use super::stream::Stream;
 use super::transfer::{self, Ascii, TransferError};
 use crate::listener::{Outcome, Traffic};
 use crate::quota::{QuotaWriter, Quotas};
@@ -31,7 +32,6 @@ use crate::users::{User, UserStore};
 use crate::vfs::{self, Jail, UPLOAD_PREFIX, VfsError, VirtualPath};
 
 /// What every session of one FTP service shares.
-#[derive(Debug)]
 pub struct FtpContext {
     pub users: Arc<UserStore>,
     pub quotas: Arc<Quotas>,
@@ -51,6 +51,22 @@ pub struct FtpContext {
     pub passive_address: Option<std::net::Ipv4Addr>,
     /// The partial files that an upload is writing now.
     pub uploading: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    /// The TLS server side for AUTH TLS and PROT P; `None`: no TLS.
+    pub tls: Option<TlsAcceptor>,
+    /// Logins and data connections must be encrypted.
+    pub require_tls: bool,
+}
+
+impl std::fmt::Debug for FtpContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FtpContext")
+            .field("idle_timeout", &self.idle_timeout)
+            .field("data_timeout", &self.data_timeout)
+            .field("max_per_ip", &self.max_per_ip)
+            .field("tls", &self.tls.is_some())
+            .field("require_tls", &self.require_tls)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Marks a partial file as being written; unmarks it when dropped, so two
@@ -119,8 +135,12 @@ enum Login {
 }
 
 struct Session {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    /// The control connection (switched to TLS by AUTH TLS).
+    control: BufReader<Stream>,
+    /// PBSZ was given (RFC 4217 wants it before PROT).
+    protection_buffer_set: bool,
+    /// PROT P: data connections are encrypted too.
+    protect_data: bool,
     peer: SocketAddr,
     local_ip: IpAddr,
     login: Login,
@@ -174,10 +194,11 @@ pub async fn session(
     // Urgent data stays in line: a client that sends ABOR as urgent data
     // (Python's ftplib does) would otherwise lose a byte of it.
     let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
-    let (reader, writer) = stream.into_split();
+
     let mut session = Session {
-        reader: BufReader::new(reader),
-        writer,
+        control: BufReader::new(Stream::Plain(stream)),
+        protection_buffer_set: false,
+        protect_data: false,
         peer,
         local_ip,
         login: Login::AwaitingUser,
@@ -216,9 +237,14 @@ enum Line {
 
 impl Session {
     async fn reply(&mut self, code: u16, text: &str) -> io::Result<()> {
-        let line = format!("{code} {text}\r\n");
-        self.traffic.bytes_out += line.len() as u64;
-        self.writer.write_all(line.as_bytes()).await
+        self.send(&format!("{code} {text}\r\n")).await
+    }
+
+    /// Writes `text` (whole reply lines) to the control connection.
+    async fn send(&mut self, text: &str) -> io::Result<()> {
+        self.traffic.bytes_out += text.len() as u64;
+        self.control.write_all(text.as_bytes()).await?;
+        self.control.flush().await
     }
 
     async fn run(&mut self, shutdown: &Shutdown) -> io::Result<()> {
@@ -275,12 +301,12 @@ impl Session {
     /// leave the ABOR unanswered. The LF is skipped when it comes.
     async fn read_line(&mut self) -> io::Result<Line> {
         loop {
-            let available = self.reader.fill_buf().await?;
+            let available = self.control.fill_buf().await?;
             if available.is_empty() {
                 return Ok(Line::Closed);
             }
             if std::mem::take(&mut self.skip_lf) && available[0] == b'\n' {
-                self.reader.consume(1);
+                self.control.consume(1);
                 self.traffic.bytes_in += 1;
                 continue;
             }
@@ -304,7 +330,7 @@ impl Session {
                     self.line.clear();
                 }
             }
-            self.reader.consume(taken);
+            self.control.consume(taken);
             self.traffic.bytes_in += taken as u64;
             if done {
                 let line = std::mem::take(&mut self.line);
@@ -354,16 +380,56 @@ impl Session {
 
     async fn execute(&mut self, command: Command) -> io::Result<()> {
         match command {
+            Command::User(_) | Command::Pass(_)
+                if self.context.require_tls && !self.control.get_ref().is_tls() =>
+            {
+                self.reply(530, "This server requires AUTH TLS before login")
+                    .await
+            }
             Command::User(name) => {
                 self.login = Login::AwaitingPass { user: name };
                 self.reply(331, "Password required").await
             }
+            Command::Auth(mechanism) => self.start_tls(&mechanism).await,
+            Command::Pbsz(_) if !self.control.get_ref().is_tls() => {
+                self.reply(503, "Use AUTH TLS first").await
+            }
+            Command::Pbsz(_) => {
+                self.protection_buffer_set = true;
+                self.reply(200, "PBSZ=0").await
+            }
+            Command::Prot(level) => match level.trim().to_ascii_uppercase().as_str() {
+                "C" if self.context.require_tls => {
+                    self.reply(534, "This server requires encrypted data connections")
+                        .await
+                }
+                "P" | "C" if !self.protection_buffer_set => self.reply(503, "Use PBSZ first").await,
+                "P" => {
+                    self.protect_data = true;
+                    self.reply(200, "Data connections will be encrypted").await
+                }
+                "C" => {
+                    self.protect_data = false;
+                    self.reply(200, "Data connections will be in the clear")
+                        .await
+                }
+                _ => {
+                    self.reply(504, "Only PROT C and PROT P are supported")
+                        .await
+                }
+            },
             Command::Pass(password) => self.pass(password.expose()).await,
             Command::Syst => self.reply(215, "UNIX Type: L8").await,
             Command::Feat => {
-                let features = "211-Features:\r\n EPSV\r\n PASV\r\n SIZE\r\n MDTM\r\n MLST type*;size*;modify*;\r\n REST STREAM\r\n UTF8\r\n TVFS\r\n211 End\r\n";
-                self.traffic.bytes_out += features.len() as u64;
-                self.writer.write_all(features.as_bytes()).await
+                let tls = if self.context.tls.is_some() {
+                    " AUTH TLS\r\n PBSZ\r\n PROT\r\n"
+                } else {
+                    ""
+                };
+                let features = format!(
+                    "211-Features:\r\n{tls} EPSV\r\n PASV\r\n SIZE\r\n MDTM\r\n MLST type*;size*;modify*;\r\n REST STREAM\r\n UTF8\r\n TVFS\r\n211 End\r\n"
+                );
+                self.send(&features).await
             }
             Command::Opts(option) if option.eq_ignore_ascii_case("UTF8 ON") => {
                 self.reply(200, "UTF8 set to on").await
@@ -371,9 +437,8 @@ impl Session {
             Command::Opts(_) => self.reply(501, "Option not understood").await,
             Command::Noop => self.reply(200, "OK").await,
             Command::Help => {
-                let help = "214-Commands recognised:\r\n USER PASS ACCT QUIT NOOP SYST FEAT OPTS HELP STAT TYPE MODE STRU\r\n PWD CWD CDUP PASV EPSV PORT EPRT LIST NLST MLSD MLST RETR STOR APPE\r\n STOU REST ABOR SIZE MDTM MKD RMD DELE RNFR RNTO ALLO\r\n214 Help OK\r\n";
-                self.traffic.bytes_out += help.len() as u64;
-                self.writer.write_all(help.as_bytes()).await
+                let help = "214-Commands recognised:\r\n USER PASS ACCT QUIT NOOP SYST FEAT OPTS HELP STAT TYPE MODE STRU\r\n PWD CWD CDUP PASV EPSV PORT EPRT LIST NLST MLSD MLST RETR STOR APPE\r\n STOU REST ABOR SIZE MDTM MKD RMD DELE RNFR RNTO ALLO AUTH PBSZ PROT\r\n214 Help OK\r\n";
+                self.send(help).await
             }
             Command::Superfluous => self.reply(202, "Not needed on this server").await,
             Command::Abor => {
@@ -608,8 +673,7 @@ impl Session {
                         "I"
                     }
                 );
-                self.traffic.bytes_out += status.len() as u64;
-                self.writer.write_all(status.as_bytes()).await
+                self.send(&status).await
             }
             Command::Mlst(path) => match self.resolve(path.as_deref().unwrap_or(".")) {
                 Ok((virtual_path, real)) => match tokio::fs::metadata(&real).await {
@@ -622,13 +686,26 @@ impl Session {
                         };
                         let text =
                             format!("250-Listing\r\n {}\r\n250 End\r\n", listing::facts(&entry));
-                        self.traffic.bytes_out += text.len() as u64;
-                        self.writer.write_all(text.as_bytes()).await
+                        self.send(&text).await
                     }
                     Err(_) => self.reply(550, "No such file or directory").await,
                 },
                 Err((code, text)) => self.reply(code, text).await,
             },
+            Command::List(_)
+            | Command::Nlst(_)
+            | Command::Mlsd(_)
+            | Command::Retr(_)
+            | Command::Stor(_)
+            | Command::Appe(_)
+            | Command::Stou(_)
+                if self.context.require_tls && !self.protect_data =>
+            {
+                self.passive = None;
+                self.active = None;
+                self.reply(521, "Data connections must be encrypted: send PROT P")
+                    .await
+            }
             Command::List(path) => self.list(path.as_deref(), Format::Long).await,
             Command::Nlst(path) => self.list(path.as_deref(), Format::Names).await,
             Command::Mlsd(path) => self.list(path.as_deref(), Format::Facts).await,
@@ -777,10 +854,38 @@ impl Session {
         None
     }
 
+    /// AUTH TLS: 234, then the TLS handshake on the control connection.
+    async fn start_tls(&mut self, mechanism: &str) -> io::Result<()> {
+        let Some(acceptor) = self.context.tls.clone() else {
+            return self.reply(502, "TLS is not set up on this server").await;
+        };
+        if !["TLS", "TLS-C", "SSL"].contains(&mechanism.trim().to_ascii_uppercase().as_str()) {
+            return self.reply(504, "Only AUTH TLS is supported").await;
+        }
+        if self.control.get_ref().is_tls() {
+            return self.reply(503, "TLS is already on").await;
+        }
+        if !self.control.buffer().is_empty() || !self.pending.is_empty() {
+            // Whatever the client sent after AUTH, before the 234, would be
+            // read as if it had come through TLS.
+            return self
+                .reply(503, "Send nothing after AUTH until it is answered")
+                .await;
+        }
+        self.reply(234, "Switching to TLS").await?;
+        let plain = std::mem::replace(self.control.get_mut(), Stream::Switching);
+        let secured = plain.into_tls(&acceptor, self.context.data_timeout).await?;
+        *self.control.get_mut() = secured;
+        // A new security context: the login starts over (RFC 4217 section 4).
+        self.login = Login::AwaitingUser;
+        Ok(())
+    }
+
     /// Opens the data connection: to the PORT/EPRT address, or by accepting
     /// on the PASV/EPSV listener, only from the control connection's own
-    /// address (no one else may take the data).
-    async fn data_connection(&mut self) -> Result<TcpStream, (u16, &'static str)> {
+    /// address (no one else may take the data). With PROT P it is then
+    /// switched to TLS.
+    async fn data_connection(&mut self) -> Result<Stream, (u16, &'static str)> {
         let stream = if let Some(target) = self.active.take() {
             let connecting =
                 tokio::time::timeout(self.context.data_timeout, TcpStream::connect(target));
@@ -805,7 +910,14 @@ impl Session {
             }
         };
         let _ = stream.set_nodelay(true);
-        Ok(stream)
+        let stream = Stream::Plain(stream);
+        match &self.context.tls {
+            Some(acceptor) if self.protect_data => stream
+                .into_tls(acceptor, self.context.data_timeout)
+                .await
+                .map_err(|_| (425, "The TLS handshake on the data connection failed")),
+            _ => Ok(stream),
+        }
     }
 
     /// Whether the client has closed the control connection (or it broke),
@@ -1106,7 +1218,7 @@ const DISCARD_LIMIT: u64 = 64 << 20;
 const DISCARD_TIME: Duration = Duration::from_secs(10);
 
 /// Reads and drops what is left on a data connection, within the limits.
-async fn discard_rest(data: &mut TcpStream) {
+async fn discard_rest(data: &mut Stream) {
     let draining = async {
         let mut buf = vec![0u8; 64 * 1024];
         let mut dropped = 0u64;

@@ -126,14 +126,15 @@ pub async fn download(
 }
 
 /// Receives `data` into `file` until the client closes it, charging every
-/// byte to `quota` before it is written. `received` counts the bytes
-/// written to the file. The file is flushed, not synced.
+/// byte to `quota` before it is written, then closes `data` in turn (in TLS
+/// a client may wait for that). `received` counts the bytes written to the
+/// file. The file is flushed, not synced.
 ///
 /// # Errors
 /// The quota is exceeded (nothing past it is written), the file or the
 /// connection failed, or the connection stalled.
 pub async fn upload(
-    data: &mut (impl AsyncRead + Unpin),
+    data: &mut (impl AsyncRead + AsyncWrite + Unpin),
     file: &mut (impl AsyncWrite + Unpin),
     mut ascii: Option<Ascii>,
     quota: &QuotaWriter,
@@ -162,6 +163,8 @@ pub async fn upload(
             break;
         }
     }
+    // Everything arrived; a client that already left is no failure.
+    let _ = within(stall, data.shutdown()).await;
     file.flush().await.map_err(TransferError::File)
 }
 
@@ -216,7 +219,7 @@ mod tests {
         let quota = quotas.writer("alice", home.path(), Some(10)).unwrap();
         let received = AtomicU64::new(0);
         let mut file = Vec::new();
-        let mut data = &[7u8; 64][..];
+        let mut data = std::io::Cursor::new(vec![7u8; 64]);
         let result = upload(
             &mut data,
             &mut file,

@@ -227,7 +227,7 @@ impl Http {
                             source,
                         }
                     })?;
-                Some(TlsAcceptor::from(config))
+                Some(TlsAcceptor::from(std::sync::Arc::new(config)))
             }
             None => None,
         };

@@ -61,7 +61,7 @@ first, second = send_part_then_abort("STOR doc.bin", new, 3 << 20)
 out["abor_stor"] = [first[:3], second[:3]]
 out["old_kept"] = fetch("doc.bin") == old
 kept = ftp.size("doc.bin")
-out["kept_in_range"] = 0 < kept <= 3 << 20
+out["kept_in_range"] = 0 <= kept <= 3 << 20  # 0 when ABOR beat every byte
 out["listed_once"] = [n for n in ftp.nlst() if "doc" in n]
 try:
     ftp.sendcmd(f"REST {kept + 1}")
