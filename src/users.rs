@@ -16,7 +16,7 @@ use std::fmt;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{LazyLock, RwLock};
+use std::sync::{Condvar, LazyLock, Mutex, RwLock};
 use std::time::SystemTime;
 
 use argon2::Argon2;
@@ -184,12 +184,32 @@ pub fn hash_password(password: &str) -> Result<String, UserError> {
         .map_err(|err| UserError::Hash(err.to_string()))
 }
 
+/// How many password checks may run at once. Each argon2id check holds
+/// 19 MiB for its duration, so logins arriving together (an attack, or
+/// just many clients) would otherwise take memory without bound; the rest
+/// wait their turn, which costs them no more than the CPU they would share.
+const CONCURRENT_CHECKS: usize = 2;
+
+/// The password check slots in use, and a wakeup for those waiting.
+static CHECKS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
 fn password_matches(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| {
+    let (in_use, freed) = &CHECKS;
+    {
+        let mut busy = in_use.lock().expect("check slots lock");
+        while *busy >= CONCURRENT_CHECKS {
+            busy = freed.wait(busy).expect("check slots lock");
+        }
+        *busy += 1;
+    }
+    let matches = PasswordHash::new(hash).is_ok_and(|parsed| {
         Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok()
-    })
+    });
+    *in_use.lock().expect("check slots lock") -= 1;
+    freed.notify_one();
+    matches
 }
 
 /// Checks a user name: 1 to 32 of `[A-Za-z0-9._-]`, not starting with `.` or `-`.

@@ -194,6 +194,9 @@ pub async fn session(
     // Urgent data stays in line: a client that sends ABOR as urgent data
     // (Python's ftplib does) would otherwise lose a byte of it.
     let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
+    // Replies are whole lines, each written at once: sent at once too, or
+    // Nagle holds a 226 until the client acknowledges the 150 before it.
+    let _ = stream.set_nodelay(true);
 
     let mut session = Session {
         control: BufReader::new(Stream::Plain(stream)),
