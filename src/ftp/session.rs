@@ -1030,13 +1030,19 @@ impl Session {
         };
         let started = Instant::now();
         let sent = AtomicU64::new(0);
-        let sending = transfer::download(
-            &mut file,
-            &mut data,
-            ascii.then(Ascii::default),
-            &sent,
-            self.context.data_timeout,
-        );
+        let stall = self.context.data_timeout;
+        let sending = async {
+            match &mut data {
+                // Bytes as they are, in the clear: the kernel copies them.
+                Stream::Plain(tcp) if !ascii => {
+                    transfer::download_zero_copy(&file, offset, tcp, &sent, stall).await
+                }
+                data => {
+                    let ascii = ascii.then(Ascii::default);
+                    transfer::download(&mut file, data, ascii, &sent, stall).await
+                }
+            }
+        };
         let outcome = self.while_transferring(sending, &sent).await?;
         drop(data);
         let bytes = sent.load(Ordering::Relaxed);
