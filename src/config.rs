@@ -131,6 +131,9 @@ pub struct FtpSection {
     pub tls_key: PathBuf,
     /// Refuse logins and data connections that are not encrypted.
     pub require_tls: bool,
+    /// A directory `anonymous` may browse and download from; empty: no
+    /// anonymous login.
+    pub anonymous_root: PathBuf,
 }
 
 impl Default for FtpSection {
@@ -147,6 +150,7 @@ impl Default for FtpSection {
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
             require_tls: false,
+            anonymous_root: PathBuf::new(),
         }
     }
 }
@@ -168,6 +172,8 @@ pub struct FtpSettings {
     pub tls: Option<TlsFiles>,
     /// Logins and data connections must be encrypted.
     pub require_tls: bool,
+    /// Where `anonymous` logs in, read-only; `None`: no anonymous login.
+    pub anonymous_root: Option<PathBuf>,
 }
 
 /// `[bot]`: the 10086 menu bot.
@@ -524,6 +530,8 @@ impl FileConfig {
             passive_address,
             tls: ftp_tls,
             require_tls: self.ftp.require_tls,
+            anonymous_root: (!self.ftp.anonymous_root.as_os_str().is_empty())
+                .then(|| self.ftp.anonymous_root.clone()),
         });
         let data_dir = overrides.data_dir.clone().unwrap_or_else(default_data_dir);
         let exec = &self.exec;

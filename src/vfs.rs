@@ -49,6 +49,18 @@ pub struct DirEntry {
     pub modified: Option<std::time::SystemTime>,
 }
 
+impl DirEntry {
+    /// The entry `name` with what `meta` says of it.
+    pub fn new(name: String, meta: &std::fs::Metadata) -> DirEntry {
+        DirEntry {
+            name,
+            dir: meta.is_dir(),
+            size: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
+}
+
 /// Lists the real directory `dir` (already resolved through a [`Jail`]),
 /// sorted by name. Temporary upload files are hidden; entries whose
 /// metadata cannot be read (dangling links) are left out. Links are shown
@@ -67,12 +79,7 @@ pub fn list_dir(dir: &Path) -> io::Result<Vec<DirEntry>> {
         let Ok(meta) = std::fs::metadata(entry.path()) else {
             continue;
         };
-        entries.push(DirEntry {
-            name,
-            dir: meta.is_dir(),
-            size: meta.len(),
-            modified: meta.modified().ok(),
-        });
+        entries.push(DirEntry::new(name, &meta));
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(entries)

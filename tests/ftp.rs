@@ -1032,3 +1032,70 @@ fn ftplib_and_lftp_use_explicit_tls() {
         );
     }
 }
+
+#[test]
+fn anonymous_reads_the_root_given_and_changes_nothing() {
+    let public = tempfile::tempdir().unwrap();
+    std::fs::write(public.path().join("readme.txt"), b"welcome\n").unwrap();
+    std::fs::create_dir(public.path().join("pub")).unwrap();
+    let root = public.path().to_str().unwrap();
+    let server = ServeProcess::serve(&["ftp", "--addr", "127.0.0.1:0", "--root", root], 1);
+    let addr = server.address("ftp", "tcp");
+    // curl logs in as `anonymous` when the URL names no user.
+    let read = curl(&[&format!("ftp://{addr}/readme.txt")]);
+    assert_eq!(
+        read.stdout,
+        b"welcome\n",
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("x.txt");
+    std::fs::write(&file, b"graffiti").unwrap();
+    let write = curl(&[
+        "-T",
+        file.to_str().unwrap(),
+        &format!("ftp://{addr}/pub/x.txt"),
+    ]);
+    assert!(!write.status.success());
+
+    let mut control = Control::login(&addr, "ftp", "guest@example.com");
+    let status = control.command("STAT .");
+    assert!(status.starts_with("213 "), "{status}");
+    let mut stat = Control::login(&addr, "anonymous", "x");
+    stat.0.get_mut().write_all(b"STAT readme.txt\r\n").unwrap();
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        stat.0.read_line(&mut line).unwrap();
+        let done = line.starts_with("213 ");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[1].starts_with(" -r") && lines[1].trim_end().ends_with(" readme.txt"),
+        "{lines:?}"
+    );
+    for refused in [
+        "DELE readme.txt",
+        "MKD new",
+        "RNFR readme.txt",
+        "STOR pub/y",
+        "APPE readme.txt",
+    ] {
+        let reply = control.command(refused);
+        assert!(reply.starts_with("550"), "{refused}: {reply}");
+    }
+    assert!(control.command("SIZE ../../etc/passwd").starts_with("550"));
+    assert_eq!(std::fs::read_dir(public.path()).unwrap().count(), 2);
+
+    // Without a root, there is no anonymous login.
+    let (_plain, plain_addr) = start();
+    let mut refused = Control(BufReader::new(TcpStream::connect(&plain_addr).unwrap()));
+    assert!(refused.reply().starts_with("220"));
+    assert!(refused.command("USER anonymous").starts_with("331"));
+    assert!(refused.command("PASS guest@example.com").starts_with("530"));
+}

@@ -61,12 +61,15 @@ struct ExecArgs {
 /// Run the FTP server alone (see docs/ftp.md).
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  sockit serve ftp                             on 127.0.0.1:2121\n  sockit serve ftp --addr 127.0.0.1:0\n  curl -u alice ftp://127.0.0.1:2121/"
+    after_help = "Examples:\n  sockit serve ftp                             on 127.0.0.1:2121\n  sockit serve ftp --addr 127.0.0.1:0\n  sockit serve ftp --root ~/public           anonymous may read ~/public\n  curl -u alice ftp://127.0.0.1:2121/"
 )]
 struct FtpArgs {
     /// Listen on this address instead of the config's.
     #[arg(long, value_name = "ADDR")]
     addr: Option<SocketAddr>,
+    /// Let `anonymous` browse and download this directory, read-only.
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
 }
 
 /// Run the 10086 menu bot alone (a line-based service for nc, telnet and `sockit connect`).
@@ -268,6 +271,11 @@ fn only(
             let ftp = settings.ftp.as_mut().expect("ftp is enabled");
             if let Some(addr) = flags.addr {
                 ftp.addr = addr;
+            }
+            if let Some(root) = flags.root {
+                let root = std::path::absolute(&root)
+                    .with_context(|| format!("--root {}", root.display()))?;
+                ftp.anonymous_root = Some(root);
             }
         }
         Service::Exec(flags) => {

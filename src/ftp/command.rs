@@ -63,8 +63,11 @@ pub enum Command {
     Noop,
     Quit,
     Help,
-    /// `STAT` without an argument: the session's status.
+    /// `STAT` without an argument: the session's status (during a
+    /// transfer: its progress).
     Stat,
+    /// `STAT path`: a listing sent over the control connection.
+    StatPath(String),
     /// `MODE`, `STRU`: only stream mode and file structure exist here.
     Mode(String),
     Stru(String),
@@ -149,7 +152,10 @@ pub fn parse(line: &str) -> Command {
         "DELE" => required("DELE").map(Command::Dele),
         "NOOP" => Ok(Command::Noop),
         "HELP" => Ok(Command::Help),
-        "STAT" if argument.is_none() => Ok(Command::Stat),
+        "STAT" => Ok(match argument.filter(|a| !a.is_empty()) {
+            None => Command::Stat,
+            Some(_) => Command::StatPath(listing_path().unwrap_or_else(|| ".".to_owned())),
+        }),
         "MODE" => required("MODE").map(Command::Mode),
         "STRU" => required("STRU").map(Command::Stru),
         "ACCT" | "ALLO" => Ok(Command::Superfluous),
@@ -243,6 +249,8 @@ mod tests {
             ("STOU", Command::Stou(None)),
             ("STOU report", Command::Stou(Some("report".into()))),
             ("abor", Command::Abor),
+            ("STAT", Command::Stat),
+            ("STAT -l docs", Command::StatPath("docs".into())),
             ("REST 1024", Command::Rest(1024)),
             ("MDTM a.txt", Command::Mdtm("a.txt".into())),
             ("RNFR old name", Command::Rnfr("old name".into())),

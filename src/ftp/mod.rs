@@ -112,6 +112,7 @@ impl Ftp {
             uploading: Default::default(),
             tls: self.tls,
             require_tls: self.settings.require_tls,
+            anonymous_root: self.settings.anonymous_root.clone(),
         });
         listener::run(
             self.listener,

@@ -28,7 +28,7 @@ use crate::quota::{QuotaWriter, Quotas};
 use crate::shutdown::Shutdown;
 use crate::stats;
 use crate::throttle::{Throttle, Verdict};
-use crate::users::{User, UserStore};
+use crate::users::{Permissions, User, UserStore};
 use crate::vfs::{self, Jail, UPLOAD_PREFIX, VfsError, VirtualPath};
 
 /// What every session of one FTP service shares.
@@ -55,6 +55,8 @@ pub struct FtpContext {
     pub tls: Option<TlsAcceptor>,
     /// Logins and data connections must be encrypted.
     pub require_tls: bool,
+    /// Where `anonymous` logs in, read-only; `None`: no anonymous login.
+    pub anonymous_root: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for FtpContext {
@@ -389,6 +391,14 @@ impl Session {
                 self.reply(530, "This server requires AUTH TLS before login")
                     .await
             }
+            Command::User(name) if self.anonymous(&name).is_some() => {
+                self.login = Login::AwaitingPass { user: name };
+                self.reply(
+                    331,
+                    "Anonymous login ok; send your e-mail address as the password",
+                )
+                .await
+            }
             Command::User(name) => {
                 self.login = Login::AwaitingPass { user: name };
                 self.reply(331, "Password required").await
@@ -477,11 +487,43 @@ impl Session {
         }
     }
 
+    /// The read-only user that `anonymous` and `ftp` log in as, when the
+    /// server has an anonymous root.
+    fn anonymous(&self, name: &str) -> Option<User> {
+        let root = self.context.anonymous_root.as_ref()?;
+        ["anonymous", "ftp"]
+            .iter()
+            .any(|anonymous| name.eq_ignore_ascii_case(anonymous))
+            .then(|| User {
+                name: "anonymous".to_owned(),
+                password: String::new(),
+                home: root.clone(),
+                quota: None,
+                permissions: Permissions::READ_ONLY,
+                admin: false,
+            })
+    }
+
     async fn pass(&mut self, password: &str) -> io::Result<()> {
         let Login::AwaitingPass { user } = std::mem::replace(&mut self.login, Login::AwaitingUser)
         else {
             return self.reply(503, "Login with USER first").await;
         };
+        if let Some(anonymous) = self.anonymous(&user) {
+            // Any password: by custom an e-mail address, never checked.
+            let Ok(jail) = Jail::new(&anonymous.home) else {
+                return self.reply(550, "The anonymous root is not available").await;
+            };
+            stats::record("ftp", "login", format!("anonymous from {}", self.peer));
+            self.cwd = VirtualPath::root();
+            self.login = Login::LoggedIn {
+                user: anonymous,
+                jail,
+            };
+            return self
+                .reply(230, "Anonymous login ok; read-only access")
+                .await;
+        }
         let ip = self.peer.ip();
         if let Verdict::LockedOut { remaining } = self.context.throttle.check(ip) {
             return self
@@ -661,8 +703,38 @@ impl Session {
                 }
             }
             Command::Rnfr(_) | Command::Rnto(_) => self.reply(550, "Permission denied").await,
-            Command::List(_) | Command::Nlst(_) | Command::Mlsd(_) if !permissions.read => {
+            Command::List(_) | Command::Nlst(_) | Command::Mlsd(_) | Command::StatPath(_)
+                if !permissions.read =>
+            {
                 self.reply(550, "Permission denied").await
+            }
+            Command::StatPath(path) => {
+                let (virtual_path, real) = match self.resolve(&path) {
+                    Ok(found) => found,
+                    Err((code, text)) => return self.reply(code, text).await,
+                };
+                let name = virtual_path.file_name().unwrap_or("/").to_owned();
+                let entries = tokio::task::spawn_blocking(move || {
+                    let meta = std::fs::metadata(&real)?;
+                    if meta.is_dir() {
+                        vfs::list_dir(&real)
+                    } else {
+                        Ok(vec![vfs::DirEntry::new(name, &meta)])
+                    }
+                });
+                let Ok(Ok(entries)) = entries.await else {
+                    return self.reply(550, "No such file or directory").await;
+                };
+                let now = SystemTime::now();
+                let mut text = format!("213-Status of {path}:\r\n");
+                for entry in &entries {
+                    // A leading space keeps a line from passing for a reply code.
+                    text.push(' ');
+                    text.push_str(&listing::long_line(entry, now));
+                    text.push_str("\r\n");
+                }
+                text.push_str("213 End of status\r\n");
+                self.send(&text).await
             }
             Command::Stat => {
                 let (user, _) = self.user();
@@ -681,12 +753,7 @@ impl Session {
             Command::Mlst(path) => match self.resolve(path.as_deref().unwrap_or(".")) {
                 Ok((virtual_path, real)) => match tokio::fs::metadata(&real).await {
                     Ok(meta) => {
-                        let entry = vfs::DirEntry {
-                            name: virtual_path.to_string(),
-                            dir: meta.is_dir(),
-                            size: meta.len(),
-                            modified: meta.modified().ok(),
-                        };
+                        let entry = vfs::DirEntry::new(virtual_path.to_string(), &meta);
                         let text =
                             format!("250-Listing\r\n {}\r\n250 End\r\n", listing::facts(&entry));
                         self.send(&text).await
