@@ -47,25 +47,31 @@ fn curl(args: &[&str]) -> std::process::Output {
         .expect("curl is installed (scripts/test installs it)")
 }
 
-#[test]
-fn python_ftplib_uses_every_core_command() {
-    let (server, addr) = start();
-    add_user(&server, "alice", "s3cret", &[]);
+/// Runs the Python peer `tests/peers/SCRIPT` against `addr` as USER and
+/// returns the JSON object it prints.
+fn python_peer(script: &str, addr: &str, user: &str, password: &str) -> Value {
     let (host, port) = addr.rsplit_once(':').unwrap();
     let output = Command::new("python3")
         .arg(format!(
-            "{}/tests/peers/ftplib_session.py",
+            "{}/tests/peers/{script}",
             env!("CARGO_MANIFEST_DIR")
         ))
-        .args([host, port, "alice", "s3cret"])
+        .args([host, port, user, password])
         .output()
         .expect("python3 is installed");
     assert!(
         output.status.success(),
-        "ftplib failed: {}",
+        "{script} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn python_ftplib_uses_every_core_command() {
+    let (server, addr) = start();
+    add_user(&server, "alice", "s3cret", &[]);
+    let out = python_peer("ftplib_session.py", &addr, "alice", "s3cret");
     assert!(out["welcome"].as_str().unwrap().starts_with("220"));
     assert!(out["login"].as_str().unwrap().starts_with("230"));
     assert_eq!(out["syst"], "215 UNIX Type: L8");
@@ -323,21 +329,7 @@ fn one_address_gets_at_most_max_per_ip_sessions() {
 fn ftplib_aborts_transfers_and_resumes_uploads() {
     let (server, addr) = start();
     add_user(&server, "dora", "pw", &[]);
-    let (host, port) = addr.rsplit_once(':').unwrap();
-    let output = Command::new("python3")
-        .arg(format!(
-            "{}/tests/peers/ftplib_resume.py",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .args([host, port, "dora", "pw"])
-        .output()
-        .expect("python3 is installed");
-    assert!(
-        output.status.success(),
-        "ftplib failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let out = python_peer("ftplib_resume.py", &addr, "dora", "pw");
     assert_eq!(out["abor_idle"], "225", "{out}");
     assert_eq!(out["abor_retr"], serde_json::json!(["426", "226"]), "{out}");
     assert_eq!(out["noop_after_abor"], "200");
@@ -886,11 +878,7 @@ fn curl_works_over_ipv6() {
 /// required when `require` is set.
 fn start_tls(require: bool) -> (ServeProcess, String) {
     let files = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert_file = files.path().join("cert.pem");
-    let key_file = files.path().join("key.pem");
-    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
-    std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
+    let (cert_file, key_file) = support::self_signed_pair(files.path());
     let config = format!(
         "[echo]\nenabled = false\n[http]\nenabled = false\n[bot]\nenabled = false\n\
          [ftp]\nport = 0\ntls_cert = {cert_file:?}\ntls_key = {key_file:?}\nrequire_tls = {require}\n"
@@ -952,21 +940,7 @@ fn curl_uses_explicit_tls_and_plain_logins_are_refused_when_it_is_required() {
 fn ftplib_and_lftp_use_explicit_tls() {
     let (server, addr) = start_tls(true);
     add_user(&server, "uma", "pw", &[]);
-    let (host, port) = addr.rsplit_once(':').unwrap();
-    let output = Command::new("python3")
-        .arg(format!(
-            "{}/tests/peers/ftplib_tls.py",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .args([host, port, "uma", "pw"])
-        .output()
-        .expect("python3 is installed");
-    assert!(
-        output.status.success(),
-        "ftplib failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let out = python_peer("ftplib_tls.py", &addr, "uma", "pw");
     let feat: Vec<&str> = out["feat"]
         .as_array()
         .unwrap()

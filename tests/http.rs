@@ -834,11 +834,7 @@ fn the_event_stream_sends_status_snapshots() {
 #[test]
 fn with_a_certificate_the_console_speaks_https_and_http2() {
     let data = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert_file = data.path().join("cert.pem");
-    let key_file = data.path().join("key.pem");
-    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
-    std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
+    let (cert_file, key_file) = support::self_signed_pair(data.path());
     let config = format!(
         "[echo]\nenabled = false\n\n[bot]\nenabled = false\n[ftp]\nenabled = false\n\n[http]\nport = 0\ntls_cert = {:?}\ntls_key = {:?}\n",
         cert_file.to_str().unwrap(),

@@ -241,6 +241,17 @@ impl Drop for ServeProcess {
     }
 }
 
+/// Writes a fresh self-signed certificate for `localhost` and its key as
+/// PEM files in `dir`; returns their paths (certificate, key).
+pub fn self_signed_pair(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_file = dir.join("cert.pem");
+    let key_file = dir.join("key.pem");
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
+    (cert_file, key_file)
+}
+
 /// Runs `sockit` with `args` to completion, with `stdin` as its input.
 pub fn run_sockit(args: &[&str], stdin: &[u8]) -> std::process::Output {
     let mut child = Command::new(BIN)
