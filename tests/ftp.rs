@@ -464,17 +464,7 @@ fn a_client_killed_mid_upload_leaves_the_old_file_and_curl_resumes() {
     let kept = control.wait_for_size("data.bin", |_| true);
     assert!(kept > 64 * 1024 && kept < content.len() as u64, "{kept}");
 
-    // curl -C - asks SIZE, skips that much of the file and sends APPE.
-    let resumed = curl(&["-C", "-", "-T", file.to_str().unwrap(), &url]);
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
-    assert!(
-        std::fs::read(home.join("data.bin")).unwrap() == content,
-        "byte-identical"
-    );
+    resume_upload_with_curl(&file, &url, &home.join("data.bin"));
 }
 
 #[test]
@@ -514,20 +504,24 @@ fn the_server_killed_mid_upload_leaves_the_old_file_and_curl_resumes() {
     let addr = server.address("ftp", "tcp");
     let kept = Control::login(&addr, "fred", "pw").wait_for_size("data.bin", |_| true);
     assert!(kept > 64 * 1024 && kept < content.len() as u64, "{kept}");
-    let resumed = curl(&[
-        "-C",
-        "-",
-        "-T",
-        file.to_str().unwrap(),
+    resume_upload_with_curl(
+        &file,
         &format!("ftp://fred:pw@{addr}/data.bin"),
-    ]);
+        &home.join("data.bin"),
+    );
+}
+
+/// `curl -C -` uploads `file` to `url` again (it asks SIZE, skips that much
+/// of the file and sends APPE); the server's `stored` must then equal it.
+fn resume_upload_with_curl(file: &Path, url: &str, stored: &Path) {
+    let resumed = curl(&["-C", "-", "-T", file.to_str().unwrap(), url]);
     assert!(
         resumed.status.success(),
         "{}",
         String::from_utf8_lossy(&resumed.stderr)
     );
     assert!(
-        std::fs::read(home.join("data.bin")).unwrap() == content,
+        std::fs::read(stored).unwrap() == std::fs::read(file).unwrap(),
         "byte-identical"
     );
 }
