@@ -1184,7 +1184,7 @@ impl Session {
                 return self.reply(553, "Cannot create the file").await;
             }
         };
-        let resumed_at = file.stream_position().await.unwrap_or(0);
+        let resumed_at = std::io::Seek::stream_position(&mut file).unwrap_or(0);
         let opening = match mode {
             StoreMode::Unique => format!("FILE: {name}"),
             _ if resumed_at > 0 => format!("Ok to send data, continuing at byte {resumed_at}"),
@@ -1217,7 +1217,8 @@ impl Session {
         if outcome.is_ok() {
             let replaced = tokio::fs::metadata(&real).await.map(|m| m.len()).ok();
             let landed = async {
-                file.sync_all().await?;
+                // Blocks this worker; the runtime moves its other tasks.
+                tokio::task::block_in_place(|| file.sync_all())?;
                 tokio::fs::rename(&partial, &real).await
             };
             match landed.await {
@@ -1398,7 +1399,7 @@ async fn open_partial(
     target: &Path,
     start: u64,
     quota: &QuotaWriter,
-) -> Result<tokio::fs::File, PartialError> {
+) -> Result<std::fs::File, PartialError> {
     let kept = tokio::fs::metadata(partial).await.ok().map(|m| m.len());
     let existing = tokio::fs::metadata(target)
         .await
@@ -1449,7 +1450,7 @@ async fn open_partial(
     .map_err(io::Error::other)
     .and_then(|opened| opened);
     match opened {
-        Ok(file) => Ok(tokio::fs::File::from_std(file)),
+        Ok(file) => Ok(file),
         Err(err) => {
             if copy {
                 quota.refund(keep);

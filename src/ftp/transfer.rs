@@ -184,14 +184,20 @@ fn is_connection_error(err: &io::Error) -> bool {
 /// Receives `data` into `file` until the client closes it, charging every
 /// byte to `quota` before it is written, then closes `data` in turn (in TLS
 /// a client may wait for that). `received` counts the bytes written to the
-/// file. The file is flushed, not synced.
+/// file, which is not synced.
+///
+/// The file is written in place on this worker thread, announced to the
+/// runtime with `block_in_place` (so this needs Tokio's multi-thread
+/// runtime, which `sockit serve` runs): a hand-off to the blocking pool for
+/// every chunk measured 5–10% slower for 1 GiB uploads, and no write
+/// outlives the transfer when it is cancelled by ABOR.
 ///
 /// # Errors
 /// The quota is exceeded (nothing past it is written), the file or the
 /// connection failed, or the connection stalled.
 pub async fn upload(
     data: &mut (impl AsyncRead + AsyncWrite + Unpin),
-    file: &mut (impl AsyncWrite + Unpin),
+    file: &mut std::fs::File,
     mut ascii: Option<Ascii>,
     quota: &QuotaWriter,
     received: &AtomicU64,
@@ -213,7 +219,8 @@ pub async fn upload(
             (None, _) => &buf[..read],
         };
         quota.charge(bytes.len() as u64)?;
-        file.write_all(bytes).await.map_err(TransferError::File)?;
+        tokio::task::block_in_place(|| std::io::Write::write_all(file, bytes))
+            .map_err(TransferError::File)?;
         received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         if read == 0 {
             break;
@@ -221,7 +228,7 @@ pub async fn upload(
     }
     // Everything arrived; a client that already left is no failure.
     let _ = within(stall, data.shutdown()).await;
-    file.flush().await.map_err(TransferError::File)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -268,13 +275,14 @@ mod tests {
         assert_eq!(encode_in(&[b"one\r", b"\ntwo", b"\n"]), b"one\r\ntwo\r\n");
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn an_upload_stops_at_the_quota_with_nothing_past_it_written() {
         let home = tempfile::tempdir().unwrap();
         let quotas = crate::quota::Quotas::default();
         let quota = quotas.writer("alice", home.path(), Some(10)).unwrap();
         let received = AtomicU64::new(0);
-        let mut file = Vec::new();
+        let path = home.path().join("upload");
+        let mut file = std::fs::File::create(&path).unwrap();
         let mut data = std::io::Cursor::new(vec![7u8; 64]);
         let result = upload(
             &mut data,
@@ -286,7 +294,25 @@ mod tests {
         )
         .await;
         assert!(matches!(result, Err(TransferError::Quota(_))), "{result:?}");
-        assert!(file.is_empty());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
         assert_eq!(received.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn an_upload_arrives_whole() {
+        let home = tempfile::tempdir().unwrap();
+        let quotas = crate::quota::Quotas::default();
+        let quota = quotas.writer("bob", home.path(), None).unwrap();
+        let received = AtomicU64::new(0);
+        let path = home.path().join("upload");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let content: Vec<u8> = (0..3 * CHUNK + 1234).map(|i| (i % 251) as u8).collect();
+        let mut data = std::io::Cursor::new(content.clone());
+        let stall = Duration::from_secs(5);
+        upload(&mut data, &mut file, None, &quota, &received, stall)
+            .await
+            .unwrap();
+        assert!(std::fs::read(&path).unwrap() == content);
+        assert_eq!(received.load(Ordering::Relaxed), content.len() as u64);
     }
 }
