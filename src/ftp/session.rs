@@ -1219,7 +1219,11 @@ impl Session {
             let landed = async {
                 // Blocks this worker; the runtime moves its other tasks.
                 tokio::task::block_in_place(|| file.sync_all())?;
-                tokio::fs::rename(&partial, &real).await
+                match mode {
+                    // The name was free when chosen; it must still be.
+                    StoreMode::Unique => rename_no_replace(&partial, &real),
+                    _ => tokio::fs::rename(&partial, &real).await,
+                }
             };
             match landed.await {
                 Ok(()) => {
@@ -1348,6 +1352,32 @@ enum StoreMode {
     Append,
     /// STOU: store under a name that is not taken.
     Unique,
+}
+
+/// Renames `from` to `to` unless `to` exists (renameat2 with
+/// RENAME_NOREPLACE): the check and the rename are one step.
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = |path: &Path| {
+        std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the path"))
+    };
+    let (from, to) = (c_path(from)?, c_path(to)?);
+    // SAFETY: both are NUL-terminated paths that live through the call.
+    let done = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// The kept partial upload's path for a target, if the target can have one.
