@@ -134,6 +134,9 @@ pub struct FtpSection {
     /// A directory `anonymous` may browse and download from; empty: no
     /// anonymous login.
     pub anonymous_root: PathBuf,
+    /// How long an interrupted upload is kept for resuming.
+    #[serde(with = "humantime_serde")]
+    pub keep_partial_uploads: Duration,
 }
 
 impl Default for FtpSection {
@@ -151,6 +154,7 @@ impl Default for FtpSection {
             tls_key: PathBuf::new(),
             require_tls: false,
             anonymous_root: PathBuf::new(),
+            keep_partial_uploads: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -174,6 +178,8 @@ pub struct FtpSettings {
     pub require_tls: bool,
     /// Where `anonymous` logs in, read-only; `None`: no anonymous login.
     pub anonymous_root: Option<PathBuf>,
+    /// How long an interrupted upload is kept for resuming.
+    pub keep_partial_uploads: Duration,
 }
 
 /// `[bot]`: the 10086 menu bot.
@@ -532,6 +538,7 @@ impl FileConfig {
             require_tls: self.ftp.require_tls,
             anonymous_root: (!self.ftp.anonymous_root.as_os_str().is_empty())
                 .then(|| self.ftp.anonymous_root.clone()),
+            keep_partial_uploads: self.ftp.keep_partial_uploads,
         });
         let data_dir = overrides.data_dir.clone().unwrap_or_else(default_data_dir);
         let exec = &self.exec;

@@ -118,6 +118,40 @@ pub fn remove_dir(dir: &Path) -> io::Result<u64> {
     Ok(freed)
 }
 
+/// Removes the hidden upload files under `root` (every directory, links not
+/// followed) last written before `cutoff`: kept partial uploads nobody
+/// resumed. Returns how many went and the bytes they held.
+///
+/// # Errors
+/// A directory cannot be read.
+pub fn remove_stale_uploads(
+    root: &Path,
+    cutoff: std::time::SystemTime,
+) -> io::Result<(usize, u64)> {
+    let (mut removed, mut freed) = (0, 0);
+    let mut pending = vec![root.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else if meta.is_file()
+                && entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(UPLOAD_PREFIX)
+                && meta.modified().is_ok_and(|written| written < cutoff)
+                && std::fs::remove_file(entry.path()).is_ok()
+            {
+                removed += 1;
+                freed += meta.len();
+            }
+        }
+    }
+    Ok((removed, freed))
+}
+
 /// Why a client path cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum VfsError {
@@ -282,6 +316,28 @@ impl Jail {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_uploads_go_and_everything_else_stays() {
+        let home = tempfile::tempdir().unwrap();
+        let dir = home.path().join("deep/er");
+        std::fs::create_dir_all(&dir).unwrap();
+        let stale = upload_partial(&dir, "big.iso");
+        std::fs::write(&stale, [1u8; 100]).unwrap();
+        std::fs::write(dir.join("big.iso"), b"kept").unwrap();
+        let fresh = upload_partial(home.path(), "other");
+        // A cutoff between the two writes: only the first is older.
+        let cutoff = std::fs::metadata(&stale).unwrap().modified().unwrap()
+            + std::time::Duration::from_nanos(1);
+        std::fs::write(&fresh, [2u8; 10]).unwrap();
+        let filetime = std::fs::File::options().write(true).open(&fresh).unwrap();
+        filetime
+            .set_modified(cutoff + std::time::Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(remove_stale_uploads(home.path(), cutoff).unwrap(), (1, 100));
+        assert!(!stale.exists() && fresh.exists());
+        assert_eq!(std::fs::read(dir.join("big.iso")).unwrap(), b"kept");
+    }
 
     fn at(path: &str) -> VirtualPath {
         VirtualPath::root().join(path).unwrap()

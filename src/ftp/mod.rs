@@ -17,6 +17,7 @@ pub mod stream;
 pub mod transfer;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -29,6 +30,7 @@ use crate::shutdown::Shutdown;
 use crate::throttle::{Policy, Throttle};
 use crate::tls;
 use crate::users::UserStore;
+use crate::vfs;
 use session::FtpContext;
 
 const ORIGIN: Origin = Origin {
@@ -114,6 +116,10 @@ impl Ftp {
             require_tls: self.settings.require_tls,
             anonymous_root: self.settings.anonymous_root.clone(),
         });
+        let sweeping = tokio::spawn(sweep_partial_uploads(
+            context.clone(),
+            self.settings.keep_partial_uploads,
+        ));
         listener::run(
             self.listener,
             "ftp",
@@ -121,6 +127,37 @@ impl Ftp {
             shutdown,
             move |stream, _peer, shutdown| session::session(stream, context.clone(), shutdown),
         )
-        .await
+        .await;
+        sweeping.abort();
+    }
+}
+
+/// How often kept partial uploads are looked over.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Every [`SWEEP_EVERY`], from the start, removes partial uploads left
+/// untouched for `keep` from every user's home, and gives their bytes back
+/// to the quotas.
+async fn sweep_partial_uploads(context: Arc<FtpContext>, keep: Duration) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        every.tick().await;
+        let Ok(users) = context.users.list() else {
+            continue;
+        };
+        let Some(cutoff) = std::time::SystemTime::now().checked_sub(keep) else {
+            continue;
+        };
+        for user in users {
+            let home = user.home.clone();
+            let swept =
+                tokio::task::spawn_blocking(move || vfs::remove_stale_uploads(&home, cutoff)).await;
+            if let Ok(Ok((removed, freed))) = swept
+                && removed > 0
+            {
+                context.quotas.freed(&user.name, freed);
+                tracing::info!(user = %user.name, removed, freed, "removed stale partial uploads");
+            }
+        }
     }
 }
