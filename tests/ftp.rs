@@ -1067,3 +1067,51 @@ fn anonymous_reads_the_root_given_and_changes_nothing() {
     assert!(refused.command("USER anonymous").starts_with("331"));
     assert!(refused.command("PASS guest@example.com").starts_with("530"));
 }
+
+#[test]
+fn lftp_continues_an_interrupted_upload() {
+    let (server, addr) = start();
+    add_user(&server, "kim", "pw", &[]);
+    let home = server.data_dir().join("homes/kim");
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("video.bin");
+    let content = new_content();
+    std::fs::write(&file, &content).unwrap();
+
+    let mut uploading = slow_upload(&file, &format!("ftp://kim:pw@{addr}/video.bin"));
+    let mut control = Control::login(&addr, "kim", "pw");
+    control.wait_for_size("video.bin", |size| size > 64 * 1024);
+    uploading.kill().unwrap();
+    uploading.wait().unwrap();
+    server.wait_for_stderr("path=/video.bin");
+    assert!(
+        !home.join("video.bin").exists(),
+        "nothing lands until it is whole"
+    );
+
+    // `put -c` asks SIZE, then sends REST and STOR for the rest.
+    let resumed = lftp(
+        &addr,
+        "kim,pw",
+        &format!("put -c {} -o video.bin", file.display()),
+    );
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(
+        std::fs::read(home.join("video.bin")).unwrap() == content,
+        "byte-identical"
+    );
+    let offsets: Vec<u64> = server
+        .stderr()
+        .lines()
+        .filter_map(|line| line.split("command=REST ").nth(1))
+        .filter_map(|rest| rest.trim().parse().ok())
+        .collect();
+    assert!(
+        offsets.iter().any(|&n| n > 0),
+        "lftp resumed with REST: {offsets:?}"
+    );
+}
