@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use crate::echo::Transform;
@@ -156,7 +156,12 @@ async fn connection(
             (request, expected)
         })
         .collect();
-    let mut reply = vec![0u8; load.size * depth];
+    let reply_len = load.size * depth;
+    // One byte more than a reply: the read that completes a reply then
+    // returns less than the buffer, which tells Tokio the socket is drained,
+    // so the next read waits for readiness instead of trying a read(2) that
+    // can only say "would block" (a third system call per round trip).
+    let mut reply = vec![0u8; reply_len + 1];
     let time_is_up = tokio::time::sleep_until(deadline);
     tokio::pin!(time_is_up);
     for (request, expected) in batches.iter().cycle() {
@@ -165,12 +170,14 @@ async fn connection(
             if request.len() <= SEQUENTIAL_LIMIT {
                 // Small enough to sit in the socket buffers: write, then read.
                 stream.write_all(request).await?;
-                stream.read_exact(&mut reply).await.map(|_| ())
+                read_reply(&mut stream, &mut reply).await
             } else {
                 let (mut reader, mut writer) = stream.split();
-                let (written, read) =
-                    tokio::join!(writer.write_all(request), reader.read_exact(&mut reply));
-                written.and(read.map(|_| ()))
+                let (written, read) = tokio::join!(
+                    writer.write_all(request),
+                    read_reply(&mut reader, &mut reply)
+                );
+                written.and(read)
             }
         };
         let exchanged = tokio::select! {
@@ -184,7 +191,7 @@ async fn connection(
             break;
         }
         let micros = (sent.elapsed().as_micros() as u64).max(1);
-        for (got, want) in reply
+        for (got, want) in reply[..reply_len]
             .chunks(load.size.max(1))
             .zip(expected.chunks(load.size.max(1)))
         {
@@ -201,6 +208,23 @@ async fn connection(
             .fetch_add(depth as u64, Ordering::Relaxed);
     }
     outcome
+}
+
+/// Reads one reply: all of `buf` but its last byte. More than that means
+/// the server sent bytes nobody asked for, which is an error.
+async fn read_reply(stream: &mut (impl AsyncRead + Unpin), buf: &mut [u8]) -> std::io::Result<()> {
+    let want = buf.len() - 1;
+    let mut filled = 0;
+    while filled < want {
+        match stream.read(&mut buf[filled..]).await? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => filled += n,
+        }
+    }
+    if filled > want {
+        return Err(std::io::Error::other("the server sent more than the reply"));
+    }
+    Ok(())
 }
 
 /// Distinct requests each connection cycles through.

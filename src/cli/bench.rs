@@ -193,8 +193,18 @@ fn parse_against(text: &str) -> Result<(String, SocketAddr), String> {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     sockit::listener::raise_open_file_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.into())
+    // One generator thread is a current-thread runtime: the load's tasks then
+    // run where their sockets' events are read, with no hand-off between a
+    // driver thread and a worker.
+    let mut builder = match args.threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        threads => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads.into());
+            builder
+        }
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
