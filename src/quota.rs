@@ -45,18 +45,7 @@ pub struct QuotaWriter {
 /// The home cannot be read.
 pub fn usage(home: &Path) -> io::Result<u64> {
     let mut total = 0;
-    let mut pending = vec![home.to_owned()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let meta = entry.metadata()?;
-            if meta.is_dir() {
-                pending.push(entry.path());
-            } else if meta.is_file() {
-                total += meta.len();
-            }
-        }
-    }
+    crate::vfs::for_each_file(home, |_, meta| total += meta.len())?;
     Ok(total)
 }
 

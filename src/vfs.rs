@@ -129,6 +129,30 @@ pub fn remove_stale_uploads(
     cutoff: std::time::SystemTime,
 ) -> io::Result<(usize, u64)> {
     let (mut removed, mut freed) = (0, 0);
+    for_each_file(root, |entry, meta| {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(UPLOAD_PREFIX)
+            && meta.modified().is_ok_and(|written| written < cutoff)
+            && std::fs::remove_file(entry.path()).is_ok()
+        {
+            removed += 1;
+            freed += meta.len();
+        }
+    })?;
+    Ok((removed, freed))
+}
+
+/// Calls `visit` with every regular file under `root`, in every directory;
+/// symbolic links are not followed.
+///
+/// # Errors
+/// A directory cannot be read.
+pub fn for_each_file(
+    root: &Path,
+    mut visit: impl FnMut(&std::fs::DirEntry, &std::fs::Metadata),
+) -> io::Result<()> {
     let mut pending = vec![root.to_owned()];
     while let Some(dir) = pending.pop() {
         for entry in std::fs::read_dir(&dir)? {
@@ -136,20 +160,12 @@ pub fn remove_stale_uploads(
             let meta = entry.metadata()?;
             if meta.is_dir() {
                 pending.push(entry.path());
-            } else if meta.is_file()
-                && entry
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with(UPLOAD_PREFIX)
-                && meta.modified().is_ok_and(|written| written < cutoff)
-                && std::fs::remove_file(entry.path()).is_ok()
-            {
-                removed += 1;
-                freed += meta.len();
+            } else if meta.is_file() {
+                visit(&entry, &meta);
             }
         }
     }
-    Ok((removed, freed))
+    Ok(())
 }
 
 /// Why a client path cannot be used.
