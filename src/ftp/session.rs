@@ -514,14 +514,8 @@ impl Session {
             let Ok(jail) = Jail::new(&anonymous.home) else {
                 return self.reply(550, "The anonymous root is not available").await;
             };
-            stats::record("ftp", "login", format!("anonymous from {}", self.peer));
-            self.cwd = VirtualPath::root();
-            self.login = Login::LoggedIn {
-                user: anonymous,
-                jail,
-            };
             return self
-                .reply(230, "Anonymous login ok; read-only access")
+                .logged_in_as(anonymous, jail, "Anonymous login ok; read-only access")
                 .await;
         }
         let ip = self.peer.ip();
@@ -568,10 +562,15 @@ impl Session {
                     .await;
             }
         };
+        self.logged_in_as(user, jail, "Login successful").await
+    }
+
+    /// Starts the session of `user` at the root of `jail`, with 230 `text`.
+    async fn logged_in_as(&mut self, user: User, jail: Jail, text: &str) -> io::Result<()> {
         stats::record("ftp", "login", format!("{} from {}", user.name, self.peer));
         self.cwd = VirtualPath::root();
         self.login = Login::LoggedIn { user, jail };
-        self.reply(230, "Login successful").await
+        self.reply(230, text).await
     }
 
     fn user(&self) -> (&User, &Jail) {
@@ -1138,7 +1137,9 @@ impl Session {
             },
             _ => (virtual_path, real),
         };
-        let (Some(dir), Some(name)) = (real.parent(), virtual_path.file_name()) else {
+        let (Some(partial), Some(name)) =
+            (partial_of(&virtual_path, &real), virtual_path.file_name())
+        else {
             return self.reply(553, "Cannot store there").await;
         };
         if tokio::fs::metadata(&real).await.is_ok_and(|m| m.is_dir()) {
@@ -1150,7 +1151,6 @@ impl Session {
                 .reply(550, "Resuming and appending work in TYPE I only")
                 .await;
         }
-        let partial = vfs::upload_partial(dir, name);
         let context = self.context.clone();
         let Some(_claim) = UploadClaim::take(&context, &partial) else {
             return self
