@@ -152,6 +152,24 @@ pub fn std_tcp_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<std::n
     Ok(socket.into())
 }
 
+/// Binds `count` listening sockets on one address with `SO_REUSEPORT`, one
+/// per event loop; the kernel spreads new connections over them evenly (by a
+/// hash of the peer's address and port). With port 0 the first socket picks
+/// the port and the others join it.
+///
+/// # Errors
+/// A socket cannot be created, bound or put in listening state.
+pub fn std_tcp_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners = Vec::with_capacity(count.max(1));
+    let mut addr = addr;
+    for _ in 0..count.max(1) {
+        let listener = std_tcp_listener(addr, true)?;
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
 /// Binds a TCP listener for the async runtime.
 ///
 /// # Errors

@@ -117,19 +117,3 @@ fn accept_all(
         }
     }
 }
-
-/// Binds `workers` listening sockets on one address with `SO_REUSEPORT`
-/// (with port 0, the first picks the port and the others join it).
-///
-/// # Errors
-/// A socket cannot be created or bound.
-pub fn bind_workers(addr: std::net::SocketAddr, workers: usize) -> io::Result<Vec<TcpListener>> {
-    let mut listeners = Vec::with_capacity(workers);
-    let mut addr = addr;
-    for _ in 0..workers.max(1) {
-        let listener = crate::endpoint::std_tcp_listener(addr, true)?;
-        addr = listener.local_addr()?;
-        listeners.push(listener);
-    }
-    Ok(listeners)
-}

@@ -84,7 +84,8 @@ impl ModelServer {
             return Err(unsupported("needs a TCP address (--tcp ADDR)"));
         };
         let tcp = if model == Model::Epoll {
-            epoll::bind_workers(addr, workers).map_err(bind_error(TCP_ORIGIN, addr.to_string()))?
+            endpoint::std_tcp_listeners(addr, workers)
+                .map_err(bind_error(TCP_ORIGIN, addr.to_string()))?
         } else {
             let listener = endpoint::std_tcp_listener(addr, false);
             vec![listener.map_err(bind_error(TCP_ORIGIN, addr.to_string()))?]

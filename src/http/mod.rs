@@ -8,12 +8,15 @@
 //! finishes its in-flight requests and closes; the live event stream ends.
 //!
 //! The console runs on its own worker threads, each with a single-threaded
-//! tokio runtime accepting on the shared listening socket, as nginx runs one
-//! event loop per worker process: a connection then lives on one thread, and
-//! no request pays for a wake-up across threads. On two cores a bare hyper
-//! server served about 1.6 times the requests per second this way than on
-//! tokio's shared multi-threaded runtime, and the console went from below to
-//! about level with nginx (BENCHMARKS.md).
+//! tokio runtime, as nginx runs one event loop per worker process: a
+//! connection then lives on one thread, and no request pays for a wake-up
+//! across threads. On two cores a bare hyper server served about 1.6 times
+//! the requests per second this way than on tokio's shared multi-threaded
+//! runtime (BENCHMARKS.md). Each worker accepts on a listening socket of its
+//! own, all bound to the one address with `SO_REUSEPORT`, so the kernel deals
+//! connections out evenly: workers sharing one socket raced for each new
+//! connection, and one of them could end up with all of a load's keep-alive
+//! connections while the other core idled.
 //!
 //! Assets (HTML, CSS, JavaScript) are embedded in the binary: there is no
 //! build step and nothing to install next to it.
@@ -44,7 +47,7 @@ use tower::ServiceExt;
 use tracing::error;
 
 use crate::config::HttpSettings;
-use crate::endpoint::{self, Endpoint, Origin, SetupError};
+use crate::endpoint::{self, BindError, Endpoint, Origin, SetupError};
 use crate::listener::{self, Counted, Outcome, Peer};
 use crate::quota::Quotas;
 use crate::shutdown::Shutdown;
@@ -194,7 +197,8 @@ const ORIGIN: Origin = Origin {
 
 /// The HTTP service with its socket bound.
 pub struct Http {
-    listener: TcpListener,
+    /// One listening socket per worker, all on the same address.
+    listeners: Vec<std::net::TcpListener>,
     max_connections: usize,
     tls: Option<TlsAcceptor>,
     workers: usize,
@@ -203,7 +207,7 @@ pub struct Http {
 impl std::fmt::Debug for Http {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Http")
-            .field("listener", &self.listener)
+            .field("listeners", &self.listeners)
             .field("max_connections", &self.max_connections)
             .field("tls", &self.is_tls())
             .field("workers", &self.workers)
@@ -232,7 +236,13 @@ impl Http {
             None => None,
         };
         Ok(Http {
-            listener: endpoint::bind_tcp(settings.addr, ORIGIN).await?,
+            listeners: endpoint::std_tcp_listeners(settings.addr, settings.workers).map_err(
+                |source| BindError {
+                    origin: ORIGIN,
+                    address: settings.addr.to_string(),
+                    source,
+                },
+            )?,
             max_connections: settings.max_connections,
             tls,
             workers: settings.workers,
@@ -247,7 +257,7 @@ impl Http {
     /// The bound socket.
     pub fn endpoints(&self) -> Vec<Endpoint> {
         let protocol = if self.is_tls() { "https" } else { "tcp" };
-        self.listener
+        self.listeners[0]
             .local_addr()
             .map(|addr| Endpoint {
                 service: "http",
@@ -263,33 +273,25 @@ impl Http {
     /// worker has stopped accepting and its sessions have ended.
     pub async fn run(self, app: Router, shutdown: Shutdown) {
         let Http {
-            listener,
+            listeners,
             max_connections,
             tls,
             workers,
         } = self;
         let per_worker = max_connections.div_ceil(workers).max(1);
-        let shared = match listener.into_std() {
-            Ok(shared) => shared,
-            Err(err) => {
-                error!(error = %err, "http: cannot hand the listener to the workers");
-                return;
-            }
-        };
         let mut threads = Vec::new();
-        for worker in 0..workers {
-            let started = shared.try_clone().and_then(|listener| {
-                let (app, tls, shutdown) = (app.clone(), tls.clone(), shutdown.clone());
-                std::thread::Builder::new()
-                    .name(format!("sockit-http-{worker}"))
-                    .spawn(move || run_worker(listener, app, tls, per_worker, shutdown))
-            });
+        for (worker, listener) in listeners.into_iter().enumerate() {
+            let (app, tls, shutdown) = (app.clone(), tls.clone(), shutdown.clone());
+            let started = std::thread::Builder::new()
+                .name(format!("sockit-http-{worker}"))
+                .spawn(move || run_worker(listener, app, tls, per_worker, shutdown));
             match started {
+                // A worker that did not start takes its socket with it: the
+                // kernel then deals its share of connections to the others.
                 Ok(thread) => threads.push(thread),
                 Err(err) => error!(worker, error = %err, "http: cannot start a worker"),
             }
         }
-        drop(shared);
         let joined = tokio::task::spawn_blocking(move || {
             for thread in threads {
                 if thread.join().is_err() {
@@ -322,7 +324,10 @@ fn run_worker(
         }
     };
     runtime.block_on(async move {
-        let listener = match TcpListener::from_std(listener) {
+        let listener = match listener
+            .set_nonblocking(true)
+            .and_then(|()| TcpListener::from_std(listener))
+        {
             Ok(listener) => listener,
             Err(err) => {
                 error!(error = %err, "http: a worker cannot watch the listener");
