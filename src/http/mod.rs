@@ -36,14 +36,14 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::routing::{get, post};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::time::{Duration, timeout};
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
+use tower::Service;
 use tracing::error;
 
 use crate::config::HttpSettings;
@@ -385,18 +385,22 @@ where
         Peer::Tcp(addr) => addr,
         Peer::Unix => SocketAddr::from(([0, 0, 0, 0], 0)),
     };
-    let service = tower::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+    // axum's router is always ready, so each request calls it directly (no
+    // readiness round per request, as `oneshot` would do).
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let mut request = request.map(axum::body::Body::new);
         request.extensions_mut().insert(ConnectInfo(peer_addr));
-        app.clone().oneshot(request)
+        app.clone().call(request)
     });
     let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    // The stop signal is polled whenever the connection wakes; a child token
+    // of its own keeps that off the lock every connection would share.
+    let stopping = shutdown.token().child_token();
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => result,
-        _ = shutdown.stopping() => {
+        _ = stopping.cancelled() => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
