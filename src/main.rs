@@ -14,7 +14,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     // Allocations of 1 MiB and more get their own mapping, returned to the
     // system when freed. Without a fixed threshold glibc raises it after the
-    // first such free, and then keeps the 19 MiB of every password check in
+    // first such free, and then keeps the memory of every password check in
     // each thread's heap for good. And two heaps, not glibc's eight per core:
     // threads come and go (Tokio's blocking pool, `block_in_place`), and
     // each new heap keeps what it once held.

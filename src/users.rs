@@ -170,7 +170,18 @@ struct Loaded {
 static DUMMY_HASH: LazyLock<String> =
     LazyLock::new(|| hash_password("not a real password").expect("hashing works"));
 
-/// Hashes a password with argon2id, default parameters and a random salt.
+/// The argon2id cost for new hashes: 7 MiB of memory, 5 passes, one lane.
+/// OWASP's password storage guidance lists this beside 19 MiB with 2 passes
+/// as equal in strength (memory traded for passes); the smaller block keeps
+/// a server's logins cheap in memory (see [`CONCURRENT_CHECKS`]). A stored
+/// hash carries its own parameters, so hashes made with other costs still
+/// verify.
+fn hasher() -> Argon2<'static> {
+    let params = argon2::Params::new(7 * 1024, 5, 1, None).expect("valid argon2 parameters");
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
+
+/// Hashes a password with argon2id ([`hasher`]'s cost) and a random salt.
 ///
 /// # Errors
 /// [`UserError::Hash`] if the hasher fails (it does not with valid input).
@@ -178,38 +189,61 @@ pub fn hash_password(password: &str) -> Result<String, UserError> {
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(|err| UserError::Hash(err.to_string()))?;
     let salt = SaltString::encode_b64(&salt).map_err(|err| UserError::Hash(err.to_string()))?;
-    Argon2::default()
+    hasher()
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
         .map_err(|err| UserError::Hash(err.to_string()))
 }
 
-/// How many password checks may run at once. Each argon2id check holds
-/// 19 MiB for its duration, so logins arriving together (an attack, or
-/// just many clients) would otherwise take memory without bound; the rest
-/// wait their turn, which costs them no more than the CPU they would share.
+/// How many password checks may run at once. Each argon2id check holds its
+/// memory cost (7 MiB for hashes made here) while it runs, so logins
+/// arriving together (an attack, or just many clients) would otherwise take
+/// memory without bound; the rest wait their turn, which costs them no more
+/// than the CPU they would share.
 const CONCURRENT_CHECKS: usize = 2;
 
 /// The password check slots in use, and a wakeup for those waiting.
 static CHECKS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
 
-fn password_matches(password: &str, hash: &str) -> bool {
-    let (in_use, freed) = &CHECKS;
-    {
-        let mut busy = in_use.lock().expect("check slots lock");
+/// One of the [`CONCURRENT_CHECKS`] slots, given back when dropped (also
+/// when a check panics).
+struct CheckSlot;
+
+impl CheckSlot {
+    /// Waits for a free slot.
+    fn take() -> CheckSlot {
+        let (in_use, freed) = &CHECKS;
+        let mut busy = in_use
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         while *busy >= CONCURRENT_CHECKS {
-            busy = freed.wait(busy).expect("check slots lock");
+            busy = freed
+                .wait(busy)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
         *busy += 1;
+        CheckSlot
     }
-    let matches = PasswordHash::new(hash).is_ok_and(|parsed| {
+}
+
+impl Drop for CheckSlot {
+    fn drop(&mut self) {
+        let (in_use, freed) = &CHECKS;
+        *in_use
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) -= 1;
+        freed.notify_one();
+    }
+}
+
+fn password_matches(password: &str, hash: &str) -> bool {
+    let _slot = CheckSlot::take();
+    // The parameters come from the stored hash, not from `hasher`.
+    PasswordHash::new(hash).is_ok_and(|parsed| {
         Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok()
-    });
-    *in_use.lock().expect("check slots lock") -= 1;
-    freed.notify_one();
-    matches
+    })
 }
 
 /// Checks a user name: 1 to 32 of `[A-Za-z0-9._-]`, not starting with `.` or `-`.
@@ -500,6 +534,23 @@ mod tests {
         assert_eq!(store.verify("alice", "s3cret").unwrap().name, "alice");
         assert_eq!(store.verify("alice", "S3cret"), Err(WrongCredentials));
         assert_eq!(store.verify("nobody", "s3cret"), Err(WrongCredentials));
+    }
+
+    #[test]
+    fn new_hashes_cost_7_mib_and_hashes_of_other_costs_still_verify() {
+        let hash = hash_password("pw").unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{hash}");
+        assert!(password_matches("pw", &hash));
+        // A hash made with the crate's default cost (19 MiB, 2 passes), as
+        // earlier versions stored them.
+        let salt = SaltString::encode_b64(b"sixteen byte salt").unwrap();
+        let older = Argon2::default()
+            .hash_password(b"pw", &salt)
+            .unwrap()
+            .to_string();
+        assert!(older.contains("m=19456,t=2"), "{older}");
+        assert!(password_matches("pw", &older));
+        assert!(!password_matches("pW", &older));
     }
 
     #[test]
