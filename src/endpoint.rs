@@ -60,6 +60,17 @@ pub struct BindError {
 }
 
 impl BindError {
+    /// Wraps the I/O error of binding `address` for the service `origin`.
+    pub fn of(origin: Origin, address: String) -> impl FnOnce(io::Error) -> BindError {
+        move |source| BindError {
+            origin,
+            address,
+            source,
+        }
+    }
+}
+
+impl BindError {
     /// "port 8080" for a network address, the path for a Unix socket.
     fn taken(&self) -> String {
         match self.address.parse::<std::net::SocketAddr>() {
@@ -179,11 +190,7 @@ pub async fn bind_tcp(addr: SocketAddr, origin: Origin) -> Result<TcpListener, B
         listener.set_nonblocking(true)?;
         TcpListener::from_std(listener)
     });
-    bound.map_err(|source| BindError {
-        origin,
-        address: addr.to_string(),
-        source,
-    })
+    bound.map_err(BindError::of(origin, addr.to_string()))
 }
 
 /// Binds a UDP socket.
@@ -191,11 +198,9 @@ pub async fn bind_tcp(addr: SocketAddr, origin: Origin) -> Result<TcpListener, B
 /// # Errors
 /// A [`BindError`] carrying `origin`.
 pub async fn bind_udp(addr: SocketAddr, origin: Origin) -> Result<UdpSocket, BindError> {
-    UdpSocket::bind(addr).await.map_err(|source| BindError {
-        origin,
-        address: addr.to_string(),
-        source,
-    })
+    UdpSocket::bind(addr)
+        .await
+        .map_err(BindError::of(origin, addr.to_string()))
 }
 
 /// A Unix socket file this process created; removed on drop.

@@ -8,7 +8,7 @@ use super::{
     Model, TCP_ORIGIN, Transform, UDP_ORIGIN, blocking, epoll, fork, iterative, poll, threads,
 };
 use crate::config::EchoSettings;
-use crate::endpoint::{self, BindError, Endpoint, Origin};
+use crate::endpoint::{self, BindError, Endpoint};
 
 /// A model cannot be set up as asked.
 #[derive(Debug, thiserror::Error)]
@@ -40,14 +40,6 @@ pub struct ModelServer {
     udp: Option<UdpSocket>,
     transform: Transform,
     max_threads: usize,
-}
-
-fn bind_error(origin: Origin, address: String) -> impl FnOnce(std::io::Error) -> BindError {
-    move |source| BindError {
-        origin,
-        address,
-        source,
-    }
 }
 
 impl ModelServer {
@@ -85,14 +77,14 @@ impl ModelServer {
         };
         let tcp = if model == Model::Epoll {
             endpoint::std_tcp_listeners(addr, workers)
-                .map_err(bind_error(TCP_ORIGIN, addr.to_string()))?
+                .map_err(BindError::of(TCP_ORIGIN, addr.to_string()))?
         } else {
             let listener = endpoint::std_tcp_listener(addr, false);
-            vec![listener.map_err(bind_error(TCP_ORIGIN, addr.to_string()))?]
+            vec![listener.map_err(BindError::of(TCP_ORIGIN, addr.to_string()))?]
         };
         let udp = match settings.udp {
             Some(addr) => {
-                Some(UdpSocket::bind(addr).map_err(bind_error(UDP_ORIGIN, addr.to_string()))?)
+                Some(UdpSocket::bind(addr).map_err(BindError::of(UDP_ORIGIN, addr.to_string()))?)
             }
             None => None,
         };

@@ -201,7 +201,6 @@ pub struct Http {
     listeners: Vec<std::net::TcpListener>,
     max_connections: usize,
     tls: Option<TlsAcceptor>,
-    workers: usize,
 }
 
 impl std::fmt::Debug for Http {
@@ -210,7 +209,6 @@ impl std::fmt::Debug for Http {
             .field("listeners", &self.listeners)
             .field("max_connections", &self.max_connections)
             .field("tls", &self.is_tls())
-            .field("workers", &self.workers)
             .finish()
     }
 }
@@ -236,16 +234,10 @@ impl Http {
             None => None,
         };
         Ok(Http {
-            listeners: endpoint::std_tcp_listeners(settings.addr, settings.workers).map_err(
-                |source| BindError {
-                    origin: ORIGIN,
-                    address: settings.addr.to_string(),
-                    source,
-                },
-            )?,
+            listeners: endpoint::std_tcp_listeners(settings.addr, settings.workers)
+                .map_err(BindError::of(ORIGIN, settings.addr.to_string()))?,
             max_connections: settings.max_connections,
             tls,
-            workers: settings.workers,
         })
     }
 
@@ -276,9 +268,8 @@ impl Http {
             listeners,
             max_connections,
             tls,
-            workers,
         } = self;
-        let per_worker = max_connections.div_ceil(workers).max(1);
+        let per_worker = max_connections.div_ceil(listeners.len()).max(1);
         let mut threads = Vec::new();
         for (worker, listener) in listeners.into_iter().enumerate() {
             let (app, tls, shutdown) = (app.clone(), tls.clone(), shutdown.clone());
