@@ -19,8 +19,32 @@ use tokio::net::TcpStream;
 
 use crate::quota::QuotaWriter;
 
-/// Bytes moved per read: large, so a fast link needs few system calls.
+/// The most bytes moved per read: large, so a fast link needs few system
+/// calls.
 const CHUNK: usize = 256 * 1024;
+
+/// The first read's size: most files an FTP server sees are small, and a
+/// buffer of [`CHUNK`] for each of them, freed in a different order than it
+/// was taken, leaves the heap holding megabytes after a burst of sessions.
+const FIRST_CHUNK: usize = 16 * 1024;
+
+/// A read buffer that starts at [`FIRST_CHUNK`] and grows to [`CHUNK`] only
+/// when reads keep filling it.
+struct ReadBuffer(Vec<u8>);
+
+impl ReadBuffer {
+    fn new() -> ReadBuffer {
+        ReadBuffer(vec![0; FIRST_CHUNK])
+    }
+
+    /// Notes a read of `read` bytes: a full buffer grows for the next one.
+    fn filled(&mut self, read: usize) {
+        let len = self.0.len();
+        if read == len && len < CHUNK {
+            self.0.resize((len * 4).min(CHUNK), 0);
+        }
+    }
+}
 
 /// Why a copy stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -104,24 +128,25 @@ pub async fn download(
     sent: &AtomicU64,
     stall: Duration,
 ) -> Result<(), TransferError> {
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = ReadBuffer::new();
     let mut converted = Vec::new();
     loop {
-        let read = file.read(&mut buf).await.map_err(TransferError::File)?;
+        let read = file.read(&mut buf.0).await.map_err(TransferError::File)?;
         if read == 0 {
             break;
         }
         let bytes = match &mut ascii {
             Some(ascii) => {
-                ascii.encode(&buf[..read], &mut converted);
+                ascii.encode(&buf.0[..read], &mut converted);
                 &converted[..]
             }
-            None => &buf[..read],
+            None => &buf.0[..read],
         };
         within(stall, data.write_all(bytes))
             .await?
             .map_err(TransferError::Connection)?;
         sent.fetch_add(read as u64, Ordering::Relaxed);
+        buf.filled(read);
     }
     within(stall, data.shutdown())
         .await?
@@ -203,21 +228,21 @@ pub async fn upload(
     received: &AtomicU64,
     stall: Duration,
 ) -> Result<(), TransferError> {
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = ReadBuffer::new();
     let mut converted = Vec::new();
     let mut writeback = Writeback::at(file).map_err(TransferError::File)?;
     loop {
-        let read = within(stall, data.read(&mut buf))
+        let read = within(stall, data.read(&mut buf.0))
             .await?
             .map_err(TransferError::Connection)?;
         let bytes = match (&mut ascii, read) {
             (Some(ascii), 0) => ascii.finish(),
             (None, 0) => b"",
             (Some(ascii), _) => {
-                ascii.decode(&buf[..read], &mut converted);
+                ascii.decode(&buf.0[..read], &mut converted);
                 &converted[..]
             }
-            (None, _) => &buf[..read],
+            (None, _) => &buf.0[..read],
         };
         quota.charge(bytes.len() as u64)?;
         tokio::task::block_in_place(|| {
@@ -230,6 +255,7 @@ pub async fn upload(
         if read == 0 {
             break;
         }
+        buf.filled(read);
     }
     // Everything arrived; a client that already left is no failure.
     let _ = within(stall, data.shutdown()).await;
@@ -309,6 +335,20 @@ mod tests {
         }
         all.extend_from_slice(ascii.finish());
         all
+    }
+
+    #[test]
+    fn the_read_buffer_grows_only_while_reads_fill_it() {
+        let mut buf = ReadBuffer::new();
+        buf.filled(FIRST_CHUNK - 1);
+        assert_eq!(buf.0.len(), FIRST_CHUNK);
+        while buf.0.len() < CHUNK {
+            let before = buf.0.len();
+            buf.filled(before);
+            assert!(buf.0.len() > before);
+        }
+        buf.filled(CHUNK);
+        assert_eq!(buf.0.len(), CHUNK);
     }
 
     #[test]
