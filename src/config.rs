@@ -240,6 +240,8 @@ pub struct HttpSection {
     pub port: u16,
     pub max_connections: usize,
     pub workers: usize,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
 }
@@ -251,6 +253,7 @@ impl Default for HttpSection {
             port: 8000,
             max_connections: 1000,
             workers: 0,
+            idle_timeout: Duration::from_secs(60),
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
         }
@@ -378,6 +381,9 @@ pub struct HttpSettings {
     pub max_connections: usize,
     /// Worker threads, each with its own event loop (at least 1).
     pub workers: usize,
+    /// A connection is closed when it moves no bytes for this long, or
+    /// when an HTTP/1 client takes longer to send a request's head.
+    pub idle_timeout: Duration,
     /// Serve HTTPS with these files instead of plain HTTP.
     pub tls: Option<TlsFiles>,
 }
@@ -446,6 +452,9 @@ impl FileConfig {
             &self.http.tls_cert,
             &self.http.tls_key,
         )?;
+        if self.http.idle_timeout.is_zero() {
+            return Err(out_of_range("http.idle_timeout", "must be more than 0s"));
+        }
         let http = self.http.enabled.then(|| HttpSettings {
             addr: SocketAddr::new(bind, self.http.port),
             max_connections: self.http.max_connections,
@@ -453,6 +462,7 @@ impl FileConfig {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
                 n => n,
             },
+            idle_timeout: self.http.idle_timeout,
             tls,
         });
         let bot = &self.bot;

@@ -1012,3 +1012,81 @@ fn a_2_gib_upload_streams_to_disk_in_bounded_memory() {
     );
     eprintln!("server peak RSS {} MiB", peak >> 20);
 }
+
+#[test]
+fn a_connection_that_sends_no_request_head_in_time_is_closed() {
+    use std::io::{Read, Write};
+    let config = "[echo]\nenabled = false\n[http]\nport = 0\nidle_timeout = \"1s\"\n[bot]\nenabled = false\n[ftp]\nenabled = false\n";
+    let server = ServeProcess::with_config(config, 1);
+    let address = server.address("http", "tcp");
+    // Reads until the server closes the connection; returns what came and
+    // how long after `opened` the close came. The close must come at the
+    // configured second or a little later, far from hyper's default of 30 s.
+    let until_closed = |mut stream: std::net::TcpStream, opened: std::time::Instant| {
+        stream.set_read_timeout(Some(support::PATIENCE)).unwrap();
+        let mut received = Vec::new();
+        stream
+            .read_to_end(&mut received)
+            .expect("the server closed the connection");
+        (
+            String::from_utf8_lossy(&received).into_owned(),
+            opened.elapsed(),
+        )
+    };
+
+    // Silent from the start.
+    let opened = std::time::Instant::now();
+    let silent = std::net::TcpStream::connect(&address).unwrap();
+    let (_, after) = until_closed(silent, opened);
+    assert!(
+        (Duration::from_secs(1)..Duration::from_secs(20)).contains(&after),
+        "closed after {after:?}"
+    );
+
+    // Half a request head, then nothing.
+    let opened = std::time::Instant::now();
+    let mut partial = std::net::TcpStream::connect(&address).unwrap();
+    partial
+        .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let (received, after) = until_closed(partial, opened);
+    assert!(
+        (Duration::from_secs(1)..Duration::from_secs(20)).contains(&after),
+        "closed after {after:?}"
+    );
+    assert!(!received.contains("Hello, World"), "{received}");
+
+    // A head sent a byte at a time, never idle for long, never finished.
+    let opened = std::time::Instant::now();
+    let trickle = std::net::TcpStream::connect(&address).unwrap();
+    let mut writer = trickle.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let head = format!("GET /hello HTTP/1.1\r\nX-Slow: {}", "a".repeat(1000));
+        for byte in head.as_bytes() {
+            if writer.write_all(&[*byte]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let (received, after) = until_closed(trickle, opened);
+    assert!(
+        (Duration::from_secs(1)..Duration::from_secs(20)).contains(&after),
+        "closed after {after:?}"
+    );
+    assert!(!received.contains("Hello, World"), "{received}");
+
+    // One whole request is answered; the idle keep-alive connection is then
+    // closed.
+    let opened = std::time::Instant::now();
+    let mut idle = std::net::TcpStream::connect(&address).unwrap();
+    idle.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (received, after) = until_closed(idle, opened);
+    assert!(received.starts_with("HTTP/1.1 200 OK"), "{received}");
+    assert!(received.ends_with("Hello, World"), "{received}");
+    assert!(
+        (Duration::from_secs(1)..Duration::from_secs(20)).contains(&after),
+        "closed after {after:?}"
+    );
+}

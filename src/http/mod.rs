@@ -28,6 +28,7 @@ pub mod files;
 pub mod metrics;
 pub mod session;
 pub mod status;
+pub mod timer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,11 +45,11 @@ use tokio::net::TcpListener;
 use tokio::time::{Duration, timeout};
 use tokio_rustls::TlsAcceptor;
 use tower::Service;
-use tracing::error;
+use tracing::{debug, error};
 
 use crate::config::HttpSettings;
 use crate::endpoint::{self, BindError, Endpoint, Origin, SetupError};
-use crate::listener::{self, Counted, Outcome, Peer};
+use crate::listener::{self, Counted, CountedTraffic, Outcome, Peer};
 use crate::quota::Quotas;
 use crate::shutdown::Shutdown;
 use crate::throttle::{Policy, Throttle};
@@ -200,6 +201,7 @@ pub struct Http {
     /// One listening socket per worker, all on the same address.
     listeners: Vec<std::net::TcpListener>,
     max_connections: usize,
+    idle_timeout: Duration,
     tls: Option<TlsAcceptor>,
 }
 
@@ -208,6 +210,7 @@ impl std::fmt::Debug for Http {
         f.debug_struct("Http")
             .field("listeners", &self.listeners)
             .field("max_connections", &self.max_connections)
+            .field("idle_timeout", &self.idle_timeout)
             .field("tls", &self.is_tls())
             .finish()
     }
@@ -237,6 +240,7 @@ impl Http {
             listeners: endpoint::std_tcp_listeners(settings.addr, settings.workers)
                 .map_err(BindError::of(ORIGIN, settings.addr.to_string()))?,
             max_connections: settings.max_connections,
+            idle_timeout: settings.idle_timeout,
             tls,
         })
     }
@@ -267,6 +271,7 @@ impl Http {
         let Http {
             listeners,
             max_connections,
+            idle_timeout,
             tls,
         } = self;
         let per_worker = max_connections.div_ceil(listeners.len()).max(1);
@@ -275,7 +280,7 @@ impl Http {
             let (app, tls, shutdown) = (app.clone(), tls.clone(), shutdown.clone());
             let started = std::thread::Builder::new()
                 .name(format!("sockit-http-{worker}"))
-                .spawn(move || run_worker(listener, app, tls, per_worker, shutdown));
+                .spawn(move || run_worker(listener, app, tls, per_worker, idle_timeout, shutdown));
             match started {
                 // A worker that did not start takes its socket with it: the
                 // kernel then deals its share of connections to the others.
@@ -302,6 +307,7 @@ fn run_worker(
     app: Router,
     tls: Option<TlsAcceptor>,
     max_connections: usize,
+    idle_timeout: Duration,
     shutdown: Shutdown,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -337,9 +343,16 @@ fn run_worker(
                 let tls = tls.clone();
                 async move {
                     let result = match tls {
-                        None => serve_connection(app, stream, peer, shutdown).await,
+                        None => {
+                            serve_connection(app, stream, peer, &traffic, idle_timeout, shutdown)
+                                .await
+                        }
                         Some(tls) => match timeout(TLS_HANDSHAKE_LIMIT, tls.accept(stream)).await {
-                            Ok(Ok(stream)) => serve_connection(app, stream, peer, shutdown).await,
+                            Ok(Ok(stream)) => {
+                                let traffic = &traffic;
+                                serve_connection(app, stream, peer, traffic, idle_timeout, shutdown)
+                                    .await
+                            }
                             Ok(Err(err)) => Err(format!("TLS handshake: {err}").into()),
                             Err(_) => Err("TLS handshake timed out".into()),
                         },
@@ -361,12 +374,15 @@ const TLS_HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 
 type ConnectionError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Serves one connection until the client closes it or shutdown ends it
-/// gracefully (in-flight requests complete first).
+/// Serves one connection until the client closes it, or it idles (no bytes
+/// moved in `traffic`, or no HTTP/1 request head, for `idle_timeout`), or
+/// shutdown ends it gracefully (in-flight requests complete first).
 async fn serve_connection<S>(
     app: Router,
     stream: S,
     peer: Peer,
+    traffic: &CountedTraffic,
+    idle_timeout: Duration,
     shutdown: Shutdown,
 ) -> Result<(), ConnectionError>
 where
@@ -383,7 +399,11 @@ where
         request.extensions_mut().insert(ConnectInfo(peer_addr));
         app.clone().call(request)
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(timer::LazyTimer::default())
+        .header_read_timeout(idle_timeout);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     // The stop signal is polled whenever the connection wakes; a child token
     // of its own keeps that off the lock every connection would share.
@@ -395,5 +415,25 @@ where
             connection.as_mut().graceful_shutdown();
             connection.await
         }
+        () = stalled(traffic, idle_timeout) => {
+            debug!("closing a connection that moved no bytes for {idle_timeout:?}");
+            Ok(())
+        }
+    }
+}
+
+/// Completes once `traffic` has not moved for a whole `period`, checking once
+/// per period: hyper's own timeout covers only HTTP/1 request heads, not a
+/// connection silent before its first byte (while hyper waits to tell
+/// HTTP/1 from HTTP/2), an idle HTTP/2 connection or a stalled download.
+async fn stalled(traffic: &CountedTraffic, period: Duration) {
+    let mut last = traffic.traffic();
+    loop {
+        tokio::time::sleep(period).await;
+        let now = traffic.traffic();
+        if now == last {
+            return;
+        }
+        last = now;
     }
 }
