@@ -381,8 +381,9 @@ pub struct HttpSettings {
     pub max_connections: usize,
     /// Worker threads, each with its own event loop (at least 1).
     pub workers: usize,
-    /// A connection is closed when it moves no bytes for this long, or
-    /// when an HTTP/1 client takes longer to send a request's head.
+    /// The idle watchdog's period: a connection is closed when it moves no
+    /// bytes for a period, or sends bytes for two without starting a
+    /// request (see [`crate::http::idle`]).
     pub idle_timeout: Duration,
     /// Serve HTTPS with these files instead of plain HTTP.
     pub tls: Option<TlsFiles>,

@@ -25,10 +25,10 @@ pub mod assets;
 pub mod auth;
 pub mod error;
 pub mod files;
+pub mod idle;
 pub mod metrics;
 pub mod session;
 pub mod status;
-pub mod timer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -374,9 +374,9 @@ const TLS_HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 
 type ConnectionError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Serves one connection until the client closes it, or it idles (no bytes
-/// moved in `traffic`, or no HTTP/1 request head, for `idle_timeout`), or
-/// shutdown ends it gracefully (in-flight requests complete first).
+/// Serves one connection until the client closes it, it idles (see
+/// [`idle`]; `traffic` counts its bytes), or shutdown ends it gracefully
+/// (in-flight requests complete first).
 async fn serve_connection<S>(
     app: Router,
     stream: S,
@@ -392,18 +392,24 @@ where
         Peer::Tcp(addr) => addr,
         Peer::Unix => SocketAddr::from(([0, 0, 0, 0], 0)),
     };
+    let requests = Arc::new(idle::Requests::default());
+    let counted = requests.clone();
     // axum's router is always ready, so each request calls it directly (no
     // readiness round per request, as `oneshot` would do).
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let in_flight = counted.begin();
         let mut request = request.map(axum::body::Body::new);
         request.extensions_mut().insert(ConnectInfo(peer_addr));
-        app.clone().call(request)
+        let response = app.clone().call(request);
+        async move {
+            let response = response.await;
+            drop(in_flight);
+            response
+        }
     });
+    // hyper's own request-head timeout is left off: see `idle` for why.
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(timer::LazyTimer::default())
-        .header_read_timeout(idle_timeout);
+    builder.http1().header_read_timeout(None);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     // The stop signal is polled whenever the connection wakes; a child token
     // of its own keeps that off the lock every connection would share.
@@ -415,25 +421,9 @@ where
             connection.as_mut().graceful_shutdown();
             connection.await
         }
-        () = stalled(traffic, idle_timeout) => {
-            debug!("closing a connection that moved no bytes for {idle_timeout:?}");
+        () = idle::idle(traffic, &requests, idle_timeout) => {
+            debug!("closing an idle connection");
             Ok(())
         }
-    }
-}
-
-/// Completes once `traffic` has not moved for a whole `period`, checking once
-/// per period: hyper's own timeout covers only HTTP/1 request heads, not a
-/// connection silent before its first byte (while hyper waits to tell
-/// HTTP/1 from HTTP/2), an idle HTTP/2 connection or a stalled download.
-async fn stalled(traffic: &CountedTraffic, period: Duration) {
-    let mut last = traffic.traffic();
-    loop {
-        tokio::time::sleep(period).await;
-        let now = traffic.traffic();
-        if now == last {
-            return;
-        }
-        last = now;
     }
 }
