@@ -11,12 +11,12 @@
 //!   (slowloris). Two periods, so that a head that merely straddles the end
 //!   of a period is not taken for one.
 //!
-//! This costs one timer per connection, filed once per period, and two
-//! counter updates per request. hyper's own request-head timeout files a
-//! timer for every request (about 1 700 more instructions per request on
-//! `/hello`, counted with callgrind), and it covers neither a connection
-//! silent before its first byte (while hyper still tells HTTP/1 from
-//! HTTP/2) nor HTTP/2.
+//! This costs one timer per connection, filed once per period, and a few
+//! counter updates per request. hyper's own request-head timeout asks for a
+//! new timer before every request; tried first, it cost twice as much per
+//! request (callgrind counts in BENCHMARKS.md), and it covers neither a
+//! connection silent before its first byte (while hyper still tells HTTP/1
+//! from HTTP/2) nor HTTP/2.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
