@@ -131,6 +131,10 @@ pub struct FtpSection {
     pub tls_key: PathBuf,
     /// Refuse logins and data connections that are not encrypted.
     pub require_tls: bool,
+    /// Also serve implicit FTPS (TLS from the first byte) on
+    /// `implicit_tls_port`.
+    pub implicit_tls: bool,
+    pub implicit_tls_port: u16,
     /// A directory `anonymous` may browse and download from; empty: no
     /// anonymous login.
     pub anonymous_root: PathBuf,
@@ -153,6 +157,8 @@ impl Default for FtpSection {
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
             require_tls: false,
+            implicit_tls: false,
+            implicit_tls_port: 9990,
             anonymous_root: PathBuf::new(),
             keep_partial_uploads: Duration::from_secs(7 * 24 * 3600),
         }
@@ -176,6 +182,8 @@ pub struct FtpSettings {
     pub tls: Option<TlsFiles>,
     /// Logins and data connections must be encrypted.
     pub require_tls: bool,
+    /// Where implicit FTPS is served; `None`: not served.
+    pub implicit_tls_addr: Option<SocketAddr>,
     /// Where `anonymous` logs in, read-only; `None`: no anonymous login.
     pub anonymous_root: Option<PathBuf>,
     /// How long an interrupted upload is kept for resuming.
@@ -537,6 +545,12 @@ impl FileConfig {
                 "needs ftp.tls_cert and ftp.tls_key",
             ));
         }
+        if self.ftp.implicit_tls && ftp_tls.is_none() {
+            return Err(out_of_range(
+                "ftp.implicit_tls",
+                "needs ftp.tls_cert and ftp.tls_key",
+            ));
+        }
         let ftp = self.ftp.enabled.then(|| FtpSettings {
             addr: SocketAddr::new(bind, self.ftp.port),
             idle_timeout: self.ftp.idle_timeout,
@@ -547,6 +561,10 @@ impl FileConfig {
             passive_address,
             tls: ftp_tls,
             require_tls: self.ftp.require_tls,
+            implicit_tls_addr: self
+                .ftp
+                .implicit_tls
+                .then(|| SocketAddr::new(bind, self.ftp.implicit_tls_port)),
             anonymous_root: (!self.ftp.anonymous_root.as_os_str().is_empty())
                 .then(|| self.ftp.anonymous_root.clone()),
             keep_partial_uploads: self.ftp.keep_partial_uploads,
@@ -672,6 +690,15 @@ mod tests {
         let echo = settings.echo.unwrap();
         assert_eq!(echo.tcp, Some("[::1]:8080".parse().unwrap()));
         assert_eq!(echo.udp, Some("[::1]:8080".parse().unwrap()));
+    }
+
+    #[test]
+    fn tls_modes_without_a_certificate_are_refused_naming_the_key() {
+        for key in ["require_tls", "implicit_tls"] {
+            let file = FileConfig::parse(&format!("[ftp]\n{key} = true\n"), "t").unwrap();
+            let err = file.resolve(&Overrides::default(), "t").unwrap_err();
+            assert!(err.to_string().contains(&format!("ftp.{key}")), "{err}");
+        }
     }
 
     #[test]

@@ -868,16 +868,17 @@ fn curl_works_over_ipv6() {
     assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "v6.txt");
 }
 
-/// A running FTP server with a fresh self-signed certificate, with TLS
-/// required when `require` is set.
-fn start_tls(require: bool) -> (ServeProcess, String) {
+/// A running FTP server with a fresh self-signed certificate and `more`
+/// lines of `[ftp]` config, once it has printed `endpoints` endpoint lines;
+/// and its plain control address.
+fn start_tls(more: &str, endpoints: usize) -> (ServeProcess, String) {
     let files = tempfile::tempdir().unwrap();
     let (cert_file, key_file) = support::self_signed_pair(files.path());
     let config = format!(
         "[echo]\nenabled = false\n[http]\nenabled = false\n[bot]\nenabled = false\n\
-         [ftp]\nport = 0\ntls_cert = {cert_file:?}\ntls_key = {key_file:?}\nrequire_tls = {require}\n"
+         [ftp]\nport = 0\ntls_cert = {cert_file:?}\ntls_key = {key_file:?}\n{more}"
     );
-    let server = ServeProcess::with_config(&config, 1);
+    let server = ServeProcess::with_config(&config, endpoints);
     // The files are read at start; the directory may go.
     drop(files);
     let addr = server.address("ftp", "tcp");
@@ -886,7 +887,7 @@ fn start_tls(require: bool) -> (ServeProcess, String) {
 
 #[test]
 fn curl_uses_explicit_tls_and_plain_logins_are_refused_when_it_is_required() {
-    let (server, addr) = start_tls(true);
+    let (server, addr) = start_tls("require_tls = true\n", 1);
     add_user(&server, "tess", "pw", &[]);
     let base = format!("ftp://tess:pw@{addr}");
     let plain = curl(&["--list-only", &format!("{base}/")]);
@@ -931,8 +932,80 @@ fn curl_uses_explicit_tls_and_plain_logins_are_refused_when_it_is_required() {
 }
 
 #[test]
+fn curl_and_lftp_use_implicit_tls_and_a_plain_client_gets_no_greeting() {
+    let (server, _) = start_tls("implicit_tls = true\nimplicit_tls_port = 0\n", 2);
+    add_user(&server, "ivy", "pw", &[]);
+    let addr = server.address("ftp", "ftps");
+    let base = format!("ftps://ivy:pw@{addr}");
+
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("implicit.bin");
+    let content: Vec<u8> = (0..1_500_000u32).map(|i| (i % 239) as u8).collect();
+    std::fs::write(&file, &content).unwrap();
+    let up = curl(&[
+        "--insecure",
+        "-T",
+        file.to_str().unwrap(),
+        &format!("{base}/implicit.bin"),
+    ]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let down = curl(&["--insecure", &format!("{base}/implicit.bin")]);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert!(
+        down.stdout == content,
+        "byte-identical through implicit TLS"
+    );
+
+    let back = tempfile::tempdir().unwrap();
+    let mirrored = Command::new("lftp")
+        .args([
+            "-e",
+            &format!(
+                "set cmd:fail-exit yes; set net:max-retries 1; set net:timeout 20; \
+                 set ssl:verify-certificate no; mirror / {}; quit",
+                back.path().display()
+            ),
+        ])
+        .arg(&base)
+        .output()
+        .expect("lftp is installed (scripts/test installs it)");
+    assert!(
+        mirrored.status.success(),
+        "lftp: {}",
+        String::from_utf8_lossy(&mirrored.stderr)
+    );
+    assert!(std::fs::read(back.path().join("implicit.bin")).unwrap() == content);
+
+    // In the clear, the implicit port says nothing and drops what it gets.
+    let mut plain = std::net::TcpStream::connect(&addr).unwrap();
+    plain.set_read_timeout(Some(support::PATIENCE)).unwrap();
+    std::io::Write::write_all(&mut plain, b"USER ivy\r\n").unwrap();
+    let mut received = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut plain, &mut received);
+    assert!(
+        !String::from_utf8_lossy(&received).contains("220"),
+        "{received:?}"
+    );
+    // The plain port still speaks FTP in the clear.
+    let plain_addr = server.address("ftp", "tcp");
+    let listed = curl(&["--list-only", &format!("ftp://ivy:pw@{plain_addr}/")]);
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).trim(),
+        "implicit.bin"
+    );
+}
+
+#[test]
 fn ftplib_and_lftp_use_explicit_tls() {
-    let (server, addr) = start_tls(true);
+    let (server, addr) = start_tls("require_tls = true\n", 1);
     add_user(&server, "uma", "pw", &[]);
     let out = python_peer("ftplib_tls.py", &addr, "uma", "pw");
     let feat: Vec<&str> = out["feat"]

@@ -70,6 +70,10 @@ struct FtpArgs {
     /// Let `anonymous` browse and download this directory, read-only.
     #[arg(long, value_name = "DIR")]
     root: Option<PathBuf>,
+    /// Also serve implicit FTPS (TLS from the first byte) on this address;
+    /// needs ftp.tls_cert and ftp.tls_key in the config.
+    #[arg(long, value_name = "ADDR")]
+    implicit_tls_addr: Option<SocketAddr>,
 }
 
 /// Run the 10086 menu bot alone (a line-based service for nc, telnet and `sockit connect`).
@@ -276,6 +280,14 @@ fn only(
                 let root = std::path::absolute(&root)
                     .with_context(|| format!("--root {}", root.display()))?;
                 ftp.anonymous_root = Some(root);
+            }
+            if let Some(addr) = flags.implicit_tls_addr {
+                if ftp.tls.is_none() {
+                    anyhow::bail!(
+                        "--implicit-tls-addr needs ftp.tls_cert and ftp.tls_key in the config"
+                    );
+                }
+                ftp.implicit_tls_addr = Some(addr);
             }
         }
         Service::Exec(flags) => {

@@ -31,7 +31,7 @@ use crate::throttle::{Policy, Throttle};
 use crate::tls;
 use crate::users::UserStore;
 use crate::vfs;
-use session::FtpContext;
+use session::{FtpContext, Start};
 
 const ORIGIN: Origin = Origin {
     service: "ftp",
@@ -40,9 +40,18 @@ const ORIGIN: Origin = Origin {
     config_key: "ftp.port",
 };
 
-/// The FTP service with its control socket bound.
+const IMPLICIT_TLS_ORIGIN: Origin = Origin {
+    service: "ftp",
+    protocol: "ftps",
+    flag: "sockit serve ftp --implicit-tls-addr ADDR",
+    config_key: "ftp.implicit_tls_port",
+};
+
+/// The FTP service with its control sockets bound.
 pub struct Ftp {
     listener: TcpListener,
+    /// Implicit FTPS: TLS from the first byte.
+    implicit_tls: Option<TcpListener>,
     settings: FtpSettings,
     tls: Option<TlsAcceptor>,
 }
@@ -51,6 +60,7 @@ impl std::fmt::Debug for Ftp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ftp")
             .field("listener", &self.listener)
+            .field("implicit_tls", &self.implicit_tls)
             .field("settings", &self.settings)
             .field("tls", &self.tls.is_some())
             .finish()
@@ -58,7 +68,8 @@ impl std::fmt::Debug for Ftp {
 }
 
 impl Ftp {
-    /// Loads the TLS files, if any, and binds the control address.
+    /// Loads the TLS files, if any, and binds the control address (and the
+    /// implicit FTPS one, if set).
     ///
     /// # Errors
     /// The TLS files cannot be used, or the address cannot be bound.
@@ -79,23 +90,36 @@ impl Ftp {
             }
             None => None,
         };
+        let implicit_tls = match settings.implicit_tls_addr {
+            Some(addr) => Some(endpoint::bind_tcp(addr, IMPLICIT_TLS_ORIGIN).await?),
+            None => None,
+        };
         Ok(Ftp {
             listener: endpoint::bind_tcp(settings.addr, ORIGIN).await?,
+            implicit_tls,
             settings: settings.clone(),
             tls,
         })
     }
 
-    /// The bound control socket.
+    /// The bound control sockets: `tcp`, and `ftps` for implicit FTPS.
     pub fn endpoints(&self) -> Vec<Endpoint> {
-        self.listener
-            .local_addr()
-            .map(|addr| Endpoint {
-                service: "ftp",
-                protocol: "tcp",
-                address: addr.to_string(),
-            })
+        let plain = Some(("tcp", &self.listener));
+        let implicit_tls = self
+            .implicit_tls
+            .as_ref()
+            .map(|listener| ("ftps", listener));
+        [plain, implicit_tls]
             .into_iter()
+            .flatten()
+            .filter_map(|(protocol, listener)| {
+                let addr = listener.local_addr().ok()?;
+                Some(Endpoint {
+                    service: "ftp",
+                    protocol,
+                    address: addr.to_string(),
+                })
+            })
             .collect()
     }
 
@@ -120,14 +144,29 @@ impl Ftp {
             context.clone(),
             self.settings.keep_partial_uploads,
         ));
-        listener::run(
-            self.listener,
-            "ftp",
-            self.settings.max_connections,
-            shutdown,
-            move |stream, _peer, shutdown| session::session(stream, context.clone(), shutdown),
-        )
-        .await;
+        // Each socket serves up to max_connections sessions; the limit per
+        // address counts both.
+        let serve = |listener: TcpListener, start: Start| {
+            let context = context.clone();
+            listener::run(
+                listener,
+                "ftp",
+                self.settings.max_connections,
+                shutdown.clone(),
+                move |stream, _peer, shutdown| {
+                    session::session(stream, start, context.clone(), shutdown)
+                },
+            )
+        };
+        match self.implicit_tls {
+            Some(implicit_tls) => {
+                tokio::join!(
+                    serve(self.listener, Start::Plain),
+                    serve(implicit_tls, Start::ImplicitTls)
+                );
+            }
+            None => serve(self.listener, Start::Plain).await,
+        }
         sweeping.abort();
     }
 }

@@ -168,9 +168,20 @@ struct Session {
     pending: std::collections::VecDeque<Line>,
 }
 
+/// How a control connection starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// In the clear; the client may switch to TLS with `AUTH TLS`.
+    Plain,
+    /// Implicit FTPS: a TLS handshake before the greeting, and data
+    /// connections encrypted unless the client asks for `PROT C`.
+    ImplicitTls,
+}
+
 /// Runs one control connection until QUIT, a drop, idleness or shutdown.
 pub async fn session(
     stream: TcpStream,
+    start: Start,
     context: Arc<FtpContext>,
     shutdown: Shutdown,
 ) -> Outcome<io::Error> {
@@ -199,11 +210,34 @@ pub async fn session(
     // Replies are whole lines, each written at once: sent at once too, or
     // Nagle holds a 226 until the client acknowledges the 150 before it.
     let _ = stream.set_nodelay(true);
+    let control = match (start, &context.tls) {
+        (Start::Plain, _) => Stream::Plain(stream),
+        (Start::ImplicitTls, Some(acceptor)) => {
+            match Stream::Plain(stream)
+                .into_tls(acceptor, context.data_timeout)
+                .await
+            {
+                Ok(secured) => secured,
+                Err(err) => {
+                    return Outcome {
+                        traffic: Traffic::default(),
+                        result: Err(err),
+                    };
+                }
+            }
+        }
+        (Start::ImplicitTls, None) => {
+            return Outcome {
+                traffic: Traffic::default(),
+                result: Err(io::Error::other("implicit TLS without a certificate")),
+            };
+        }
+    };
 
     let mut session = Session {
-        control: BufReader::new(Stream::Plain(stream)),
+        control: BufReader::new(control),
         protection_buffer_set: false,
-        protect_data: false,
+        protect_data: start == Start::ImplicitTls,
         peer,
         local_ip,
         login: Login::AwaitingUser,
