@@ -839,6 +839,45 @@ fn a_rust_ftp_client_works_over_ipv4_and_ipv6() {
 }
 
 #[test]
+fn list_and_nlst_take_a_file_or_wildcards_and_stay_in_the_home() {
+    let (server, addr) = start();
+    add_user(&server, "wes", "pw", &[]);
+    let mut ftp = suppaftp::FtpStream::connect(&addr).unwrap();
+    ftp.login("wes", "pw").unwrap();
+    for name in ["a.txt", "b.txt", "c.log", "sub/d.txt"] {
+        if name == "sub/d.txt" {
+            ftp.mkdir("sub").unwrap();
+        }
+        ftp.put_file(name, &mut &b"x"[..]).unwrap();
+    }
+    assert_eq!(ftp.nlst(Some("*.txt")).unwrap(), ["a.txt", "b.txt"]);
+    assert_eq!(ftp.nlst(Some("?.log")).unwrap(), ["c.log"]);
+    assert_eq!(ftp.nlst(Some("sub/*.txt")).unwrap(), ["sub/d.txt"]);
+    assert!(ftp.nlst(Some("*.none")).unwrap().is_empty());
+    assert_eq!(ftp.nlst(Some("a.txt")).unwrap(), ["a.txt"]);
+    assert_eq!(ftp.nlst(Some("sub/d.txt")).unwrap(), ["sub/d.txt"]);
+    let long = ftp.list(Some("c.log")).unwrap();
+    assert_eq!(long.len(), 1, "{long:?}");
+    assert!(
+        long[0].starts_with("-rw-r--r--") && long[0].ends_with(" c.log"),
+        "{long:?}"
+    );
+    // The directory part is resolved in the jail like any path.
+    for outside in ["../../*.txt", "../*", "/etc/pass*", "sub/../../*"] {
+        let refused = ftp.nlst(Some(outside)).unwrap_err().to_string();
+        assert!(refused.contains("550"), "{outside}: {refused}");
+    }
+    // MLSD lists directories only (RFC 3659).
+    assert!(
+        ftp.mlsd(Some("a.txt"))
+            .unwrap_err()
+            .to_string()
+            .contains("501")
+    );
+    ftp.quit().unwrap();
+}
+
+#[test]
 fn curl_works_over_ipv6() {
     let server = ServeProcess::serve(&["ftp", "--addr", "[::1]:0"], 1);
     add_user(&server, "six", "pw", &[]);

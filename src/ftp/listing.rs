@@ -63,6 +63,38 @@ pub fn facts(entry: &DirEntry) -> String {
     )
 }
 
+/// Whether `name` matches `pattern`, where `*` stands for any run of
+/// characters and `?` for any one (the wildcards of LIST and NLST).
+pub fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let (pattern, name): (Vec<char>, Vec<char>) =
+        (pattern.chars().collect(), name.chars().collect());
+    let (mut p, mut n) = (0, 0);
+    // Where the last `*` was, and where in `name` its run now ends.
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match pattern.get(p) {
+            Some('*') => {
+                star = Some((p, n));
+                p += 1;
+            }
+            Some(&c) if c == '?' || c == name[n] => {
+                p += 1;
+                n += 1;
+            }
+            _ => match star {
+                // Let the last `*` take one more character and try again.
+                Some((star_p, star_n)) => {
+                    star = Some((star_p, star_n + 1));
+                    p = star_p + 1;
+                    n = star_n + 1;
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == '*')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +127,31 @@ mod tests {
             facts(&old),
             "type=dir;size=1234;modify=20200913122640; 报告 final.txt"
         );
+    }
+
+    #[test]
+    fn wildcards_match_like_a_shell() {
+        for (pattern, name) in [
+            ("*.txt", "a.txt"),
+            ("*.txt", ".txt"),
+            ("*", "anything"),
+            ("a?c", "abc"),
+            ("报告*", "报告 final.txt"),
+            ("*a*b*", "xaxxbx"),
+            ("**", ""),
+            ("a*", "a"),
+        ] {
+            assert!(wildcard_match(pattern, name), "{pattern} ~ {name}");
+        }
+        for (pattern, name) in [
+            ("*.txt", "a.txt.bak"),
+            ("a?c", "ac"),
+            ("a?c", "abbc"),
+            ("*a*b", "xaxbx"),
+            ("?", ""),
+            ("abc", "abd"),
+        ] {
+            assert!(!wildcard_match(pattern, name), "{pattern} !~ {name}");
+        }
     }
 }

@@ -29,7 +29,7 @@ use crate::shutdown::Shutdown;
 use crate::stats;
 use crate::throttle::{Throttle, Verdict};
 use crate::users::{Permissions, User, UserStore};
-use crate::vfs::{self, Jail, UPLOAD_PREFIX, VfsError, VirtualPath};
+use crate::vfs::{self, DirEntry, Jail, UPLOAD_PREFIX, VfsError, VirtualPath};
 
 /// What every session of one FTP service shares.
 pub struct FtpContext {
@@ -742,21 +742,9 @@ impl Session {
                 self.reply(550, "Permission denied").await
             }
             Command::StatPath(path) => {
-                let (virtual_path, real) = match self.resolve(&path) {
-                    Ok(found) => found,
+                let entries = match self.listed(&path, Format::Long).await {
+                    Ok((entries, _)) => entries,
                     Err((code, text)) => return self.reply(code, text).await,
-                };
-                let name = virtual_path.file_name().unwrap_or("/").to_owned();
-                let entries = tokio::task::spawn_blocking(move || {
-                    let meta = std::fs::metadata(&real)?;
-                    if meta.is_dir() {
-                        vfs::list_dir(&real)
-                    } else {
-                        Ok(vec![vfs::DirEntry::new(name, &meta)])
-                    }
-                });
-                let Ok(Ok(entries)) = entries.await else {
-                    return self.reply(550, "No such file or directory").await;
                 };
                 let now = SystemTime::now();
                 let mut text = format!("213-Status of {path}:\r\n");
@@ -1066,20 +1054,20 @@ impl Session {
     }
 
     async fn list(&mut self, path: Option<&str>, format: Format) -> io::Result<()> {
-        let (_, real) = match self.resolve(path.unwrap_or(".")) {
-            Ok(found) => found,
+        let asked = path.unwrap_or(".");
+        let (entries, prefix) = match self.listed(asked, format).await {
+            Ok(listed) => listed,
             Err((code, text)) => return self.reply(code, text).await,
-        };
-        let entries = match tokio::task::spawn_blocking(move || vfs::list_dir(&real)).await {
-            Ok(Ok(entries)) => entries,
-            _ => return self.reply(550, "No such directory").await,
         };
         let now = SystemTime::now();
         let mut text = String::new();
         for entry in &entries {
             match format {
                 Format::Long => text.push_str(&listing::long_line(entry, now)),
-                Format::Names => text.push_str(&entry.name),
+                Format::Names => {
+                    text.push_str(prefix);
+                    text.push_str(&entry.name);
+                }
                 Format::Facts => text.push_str(&listing::facts(entry)),
             }
             text.push_str("\r\n");
@@ -1101,6 +1089,57 @@ impl Session {
         match self.while_transferring(sending, &sent).await? {
             Ok(()) => self.reply(226, "Listing sent").await,
             Err(failure) => self.transfer_failed(failure, "").await,
+        }
+    }
+
+    /// What LIST, NLST or MLSD of `asked` lists: a directory's entries. LIST
+    /// and NLST also take a file (listed alone), or a last component with
+    /// `*` or `?` that no name matches literally (the matching entries of
+    /// its directory, as vsftpd does, so that `mget *.txt` and
+    /// `nlst("*.csv")` work). NLST names those two as asked, directory part
+    /// and all: the returned prefix.
+    async fn listed<'a>(
+        &self,
+        asked: &'a str,
+        format: Format,
+    ) -> Result<(Vec<DirEntry>, &'a str), (u16, &'static str)> {
+        let prefix = asked.rfind('/').map_or("", |slash| &asked[..=slash]);
+        let literal = self.resolve(asked);
+        if let Ok((virtual_path, real)) = &literal {
+            let name = virtual_path.file_name().unwrap_or("/").to_owned();
+            let real = real.clone();
+            let found = tokio::task::spawn_blocking(move || {
+                let meta = std::fs::metadata(&real)?;
+                if meta.is_dir() {
+                    vfs::list_dir(&real).map(Ok)
+                } else {
+                    Ok(Err(DirEntry::new(name, &meta)))
+                }
+            })
+            .await;
+            match found {
+                Ok(Ok(Ok(entries))) => return Ok((entries, "")),
+                Ok(Ok(Err(_))) if format == Format::Facts => {
+                    return Err((501, "MLSD lists directories only"));
+                }
+                Ok(Ok(Err(file))) => return Ok((vec![file], prefix)),
+                _ => {}
+            }
+        }
+        let pattern = &asked[prefix.len()..];
+        if format == Format::Facts || !pattern.contains(['*', '?']) {
+            return Err(literal.err().unwrap_or((550, "No such file or directory")));
+        }
+        let (_, real_dir) = self.resolve(if prefix.is_empty() { "." } else { prefix })?;
+        let pattern = pattern.to_owned();
+        let matching = tokio::task::spawn_blocking(move || {
+            let mut entries = vfs::list_dir(&real_dir)?;
+            entries.retain(|entry| listing::wildcard_match(&pattern, &entry.name));
+            Ok::<_, io::Error>(entries)
+        });
+        match matching.await {
+            Ok(Ok(entries)) => Ok((entries, prefix)),
+            _ => Err((550, "No such directory")),
         }
     }
 
@@ -1348,7 +1387,7 @@ async fn discard_rest(data: &mut Stream) {
 }
 
 /// How a directory listing is written.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
     /// LIST: `ls -l` lines.
     Long,
