@@ -878,6 +878,73 @@ fn list_and_nlst_take_a_file_or_wildcards_and_stay_in_the_home() {
 }
 
 #[test]
+fn lftp_mirror_keeps_modification_times_through_mfmt() {
+    let (server, addr) = start();
+    add_user(&server, "max", "pw", &[]);
+    add_user(&server, "rita", "pw", &["--read-only"]);
+    let local = tempfile::tempdir().unwrap();
+    let file = local.path().join("old.txt");
+    std::fs::write(&file, "from 2020\n").unwrap();
+    let then = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_577_934_245);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(then)
+        .unwrap();
+    let up = Command::new("lftp")
+        .args([
+            "-u",
+            "max,pw",
+            "-e",
+            &format!(
+                "set cmd:fail-exit yes; set net:max-retries 1; mirror -R {} up; quit",
+                local.path().display()
+            ),
+        ])
+        .arg(format!("ftp://{addr}"))
+        .output()
+        .expect("lftp is installed (scripts/test installs it)");
+    assert!(
+        up.status.success(),
+        "lftp: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let uploaded = server.data_dir().join("homes/max/up/old.txt");
+    assert_eq!(
+        std::fs::metadata(&uploaded).unwrap().modified().unwrap(),
+        then
+    );
+
+    let mut ftp = suppaftp::FtpStream::connect(&addr).unwrap();
+    ftp.login("max", "pw").unwrap();
+    let set = ftp
+        .custom_command("MFMT 20211224000000 up/old.txt", &[suppaftp::Status::File])
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&set.body).trim(),
+        "213 Modify=20211224000000; up/old.txt"
+    );
+    assert_eq!(
+        ftp.custom_command("MDTM up/old.txt", &[suppaftp::Status::File])
+            .map(|r| String::from_utf8_lossy(&r.body).trim().to_owned())
+            .unwrap(),
+        "213 20211224000000"
+    );
+    let bad = ftp.custom_command("MFMT yesterday up/old.txt", &[suppaftp::Status::File]);
+    assert!(bad.unwrap_err().to_string().contains("501"));
+    ftp.quit().unwrap();
+
+    // A read-only user may not change times, even in a home they can read.
+    let mut reader = suppaftp::FtpStream::connect(&addr).unwrap();
+    reader.login("rita", "pw").unwrap();
+    reader.put_file("never.txt", &mut &b""[..]).unwrap_err();
+    let refused = reader.custom_command("MFMT 20211224000000 x", &[suppaftp::Status::File]);
+    assert!(refused.unwrap_err().to_string().contains("550"));
+    reader.quit().unwrap();
+}
+
+#[test]
 fn curl_works_over_ipv6() {
     let server = ServeProcess::serve(&["ftp", "--addr", "[::1]:0"], 1);
     add_user(&server, "six", "pw", &[]);

@@ -53,6 +53,12 @@ pub enum Command {
     Prot(String),
     Size(String),
     Mdtm(String),
+    /// `MFMT YYYYMMDDHHMMSS path`: set a file's modification time
+    /// (draft-somers-ftp-mfxx), as lftp and FileZilla do after an upload.
+    Mfmt {
+        modified: std::time::SystemTime,
+        path: String,
+    },
     /// `REST offset`: the next RETR starts at this byte (RFC 3659 section 5).
     Rest(u64),
     Rnfr(String),
@@ -141,6 +147,16 @@ pub fn parse(line: &str) -> Command {
         "PROT" => required("PROT").map(Command::Prot),
         "SIZE" => required("SIZE").map(Command::Size),
         "MDTM" => required("MDTM").map(Command::Mdtm),
+        "MFMT" => argument
+            .and_then(|arg| arg.split_once(' '))
+            .and_then(|(stamp, path)| {
+                Some(Command::Mfmt {
+                    modified: parse_time_val(stamp)?,
+                    path: path.to_owned(),
+                })
+            })
+            .filter(|command| !matches!(command, Command::Mfmt { path, .. } if path.is_empty()))
+            .ok_or(Command::BadArgument("MFMT")),
         "REST" => match argument.map(|a| a.trim().parse::<u64>()) {
             Some(Ok(offset)) => Ok(Command::Rest(offset)),
             _ => Err(Command::BadArgument("REST")),
@@ -186,6 +202,26 @@ pub fn without_telnet(line: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// An RFC 3659 time-val, `YYYYMMDDHHMMSS` in UTC with an optional fraction
+/// of a second (dropped).
+fn parse_time_val(stamp: &str) -> Option<std::time::SystemTime> {
+    let whole = stamp.split_once('.').map_or(stamp, |(whole, _)| whole);
+    if whole.len() != 14 || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (date, time) = whole.split_at(8);
+    let rfc3339 = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &date[..4],
+        &date[4..6],
+        &date[6..],
+        &time[..2],
+        &time[2..4],
+        &time[4..]
+    );
+    humantime::parse_rfc3339(&rfc3339).ok()
 }
 
 /// `h1,h2,h3,h4,p1,p2` (RFC 959 section 4.1.2).
@@ -273,6 +309,25 @@ mod tests {
     }
 
     #[test]
+    fn mfmt_takes_a_utc_time_val_and_a_path_with_spaces() {
+        let at = |secs| std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        assert_eq!(
+            parse("MFMT 20200102030405 my file.txt"),
+            Command::Mfmt {
+                modified: at(1_577_934_245),
+                path: "my file.txt".into()
+            }
+        );
+        assert_eq!(
+            parse("mfmt 19700101000001.123 a"),
+            Command::Mfmt {
+                modified: at(1),
+                path: "a".into()
+            }
+        );
+    }
+
+    #[test]
     fn missing_arguments_and_unknown_commands_are_values_not_panics() {
         assert_eq!(parse("RETR"), Command::BadArgument("RETR"));
         assert_eq!(parse("RETR "), Command::BadArgument("RETR"));
@@ -285,6 +340,12 @@ mod tests {
             "EPRT |1|::1|21|",
             "EPRT |3|x|1|",
             "EPRT",
+            "MFMT 20200102030405",
+            "MFMT 20200102030405 ",
+            "MFMT 2020010203040 a",
+            "MFMT 20201302030405 a",
+            "MFMT 2020010203040x a",
+            "MFMT",
         ] {
             assert!(matches!(parse(bad), Command::BadArgument(_)), "{bad}");
         }

@@ -474,7 +474,7 @@ impl Session {
                     ""
                 };
                 let features = format!(
-                    "211-Features:\r\n{tls} EPSV\r\n PASV\r\n SIZE\r\n MDTM\r\n MLST type*;size*;modify*;\r\n REST STREAM\r\n UTF8\r\n TVFS\r\n211 End\r\n"
+                    "211-Features:\r\n{tls} EPSV\r\n PASV\r\n SIZE\r\n MDTM\r\n MFMT\r\n MLST type*;size*;modify*;\r\n REST STREAM\r\n UTF8\r\n TVFS\r\n211 End\r\n"
                 );
                 self.send(&features).await
             }
@@ -484,7 +484,7 @@ impl Session {
             Command::Opts(_) => self.reply(501, "Option not understood").await,
             Command::Noop => self.reply(200, "OK").await,
             Command::Help => {
-                let help = "214-Commands recognised:\r\n USER PASS ACCT QUIT NOOP SYST FEAT OPTS HELP STAT TYPE MODE STRU\r\n PWD CWD CDUP PASV EPSV PORT EPRT LIST NLST MLSD MLST RETR STOR APPE\r\n STOU REST ABOR SIZE MDTM MKD RMD DELE RNFR RNTO ALLO AUTH PBSZ PROT\r\n214 Help OK\r\n";
+                let help = "214-Commands recognised:\r\n USER PASS ACCT QUIT NOOP SYST FEAT OPTS HELP STAT TYPE MODE STRU\r\n PWD CWD CDUP PASV EPSV PORT EPRT LIST NLST MLSD MLST RETR STOR APPE\r\n STOU REST ABOR SIZE MDTM MFMT MKD RMD DELE RNFR RNTO ALLO AUTH PBSZ\r\n PROT\r\n214 Help OK\r\n";
                 self.send(help).await
             }
             Command::Superfluous => self.reply(202, "Not needed on this server").await,
@@ -689,14 +689,23 @@ impl Session {
             Command::Mdtm(path) => match self.resolve(&path) {
                 Ok((_, real)) => {
                     match tokio::fs::metadata(&real).await.and_then(|m| m.modified()) {
-                        Ok(modified) => {
-                            // RFC 3659: YYYYMMDDHHMMSS in UTC.
-                            let stamp = humantime::format_rfc3339_seconds(modified).to_string();
-                            let digits: String =
-                                stamp.chars().filter(char::is_ascii_digit).collect();
-                            self.reply(213, &digits).await
-                        }
+                        Ok(modified) => self.reply(213, &listing::time_val(modified)).await,
                         Err(_) => self.reply(550, "No such file").await,
+                    }
+                }
+                Err((code, text)) => self.reply(code, text).await,
+            },
+            Command::Mfmt { modified, path } if permissions.write => match self.resolve(&path) {
+                Ok((_, real)) => {
+                    let set = tokio::task::spawn_blocking(move || {
+                        std::fs::File::open(&real)?.set_modified(modified)
+                    });
+                    match set.await {
+                        Ok(Ok(())) => {
+                            let stamp = listing::time_val(modified);
+                            self.reply(213, &format!("Modify={stamp}; {path}")).await
+                        }
+                        _ => self.reply(550, "Cannot set the time of that file").await,
                     }
                 }
                 Err((code, text)) => self.reply(code, text).await,
@@ -844,7 +853,8 @@ impl Session {
             | Command::Stou(_)
             | Command::Mkd(_)
             | Command::Rmd(_)
-            | Command::Dele(_) => self.reply(550, "Permission denied").await,
+            | Command::Dele(_)
+            | Command::Mfmt { .. } => self.reply(550, "Permission denied").await,
             _ => self.reply(502, "Command not implemented").await,
         }
     }
