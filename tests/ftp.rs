@@ -856,6 +856,10 @@ fn list_and_nlst_take_a_file_or_wildcards_and_stay_in_the_home() {
     assert!(ftp.nlst(Some("*.none")).unwrap().is_empty());
     assert_eq!(ftp.nlst(Some("a.txt")).unwrap(), ["a.txt"]);
     assert_eq!(ftp.nlst(Some("sub/d.txt")).unwrap(), ["sub/d.txt"]);
+    // A directory's names come with the path as given (as vsftpd does).
+    assert_eq!(ftp.nlst(Some("sub")).unwrap(), ["sub/d.txt"]);
+    assert_eq!(ftp.nlst(Some("/sub/")).unwrap(), ["/sub/d.txt"]);
+    assert_eq!(ftp.nlst(None).unwrap(), ["a.txt", "b.txt", "c.log", "sub"]);
     let long = ftp.list(Some("c.log")).unwrap();
     assert_eq!(long.len(), 1, "{long:?}");
     assert!(

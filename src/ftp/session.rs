@@ -751,7 +751,7 @@ impl Session {
                 self.reply(550, "Permission denied").await
             }
             Command::StatPath(path) => {
-                let entries = match self.listed(&path, Format::Long).await {
+                let entries = match self.listed(Some(&path), Format::Long).await {
                     Ok((entries, _)) => entries,
                     Err((code, text)) => return self.reply(code, text).await,
                 };
@@ -1064,8 +1064,7 @@ impl Session {
     }
 
     async fn list(&mut self, path: Option<&str>, format: Format) -> io::Result<()> {
-        let asked = path.unwrap_or(".");
-        let (entries, prefix) = match self.listed(asked, format).await {
+        let (entries, prefix) = match self.listed(path, format).await {
             Ok(listed) => listed,
             Err((code, text)) => return self.reply(code, text).await,
         };
@@ -1075,7 +1074,7 @@ impl Session {
             match format {
                 Format::Long => text.push_str(&listing::long_line(entry, now)),
                 Format::Names => {
-                    text.push_str(prefix);
+                    text.push_str(&prefix);
                     text.push_str(&entry.name);
                 }
                 Format::Facts => text.push_str(&listing::facts(entry)),
@@ -1106,13 +1105,21 @@ impl Session {
     /// and NLST also take a file (listed alone), or a last component with
     /// `*` or `?` that no name matches literally (the matching entries of
     /// its directory, as vsftpd does, so that `mget *.txt` and
-    /// `nlst("*.csv")` work). NLST names those two as asked, directory part
-    /// and all: the returned prefix.
-    async fn listed<'a>(
+    /// `nlst("*.csv")` work). NLST names entries as asked, with the path
+    /// given before them (`NLST sub` gives `sub/a.txt`, as vsftpd does):
+    /// the returned prefix, for which `asked` of `None` is empty.
+    async fn listed(
         &self,
-        asked: &'a str,
+        asked: Option<&str>,
         format: Format,
-    ) -> Result<(Vec<DirEntry>, &'a str), (u16, &'static str)> {
+    ) -> Result<(Vec<DirEntry>, String), (u16, &'static str)> {
+        let Some(asked) = asked else {
+            let (_, real) = self.resolve(".")?;
+            return match tokio::task::spawn_blocking(move || vfs::list_dir(&real)).await {
+                Ok(Ok(entries)) => Ok((entries, String::new())),
+                _ => Err((550, "No such directory")),
+            };
+        };
         let prefix = asked.rfind('/').map_or("", |slash| &asked[..=slash]);
         let literal = self.resolve(asked);
         if let Ok((virtual_path, real)) = &literal {
@@ -1128,11 +1135,18 @@ impl Session {
             })
             .await;
             match found {
-                Ok(Ok(Ok(entries))) => return Ok((entries, "")),
+                Ok(Ok(Ok(entries))) => {
+                    let inside = if asked.ends_with('/') {
+                        asked.to_owned()
+                    } else {
+                        format!("{asked}/")
+                    };
+                    return Ok((entries, inside));
+                }
                 Ok(Ok(Err(_))) if format == Format::Facts => {
                     return Err((501, "MLSD lists directories only"));
                 }
-                Ok(Ok(Err(file))) => return Ok((vec![file], prefix)),
+                Ok(Ok(Err(file))) => return Ok((vec![file], prefix.to_owned())),
                 _ => {}
             }
         }
@@ -1148,7 +1162,7 @@ impl Session {
             Ok::<_, io::Error>(entries)
         });
         match matching.await {
-            Ok(Ok(entries)) => Ok((entries, prefix)),
+            Ok(Ok(entries)) => Ok((entries, prefix.to_owned())),
             _ => Err((550, "No such directory")),
         }
     }
