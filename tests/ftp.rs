@@ -949,6 +949,39 @@ fn lftp_mirror_keeps_modification_times_through_mfmt() {
 }
 
 #[test]
+fn reply_codes_follow_the_rfcs_for_unsupported_and_unknown_commands() {
+    for bind in ["127.0.0.1:0", "[::1]:0"] {
+        let server = ServeProcess::serve(&["ftp", "--addr", bind], 1);
+        add_user(&server, "rex", "pw", &[]);
+        let addr = server.address("ftp", "tcp");
+        let mut control = Control::login(&addr, "rex", "pw");
+        let mut code = |line: &str| control.command(line)[..3].to_owned();
+        // RFC 959: 504 for a parameter not implemented, 502 for a command
+        // not implemented, 500 for one not recognised.
+        assert_eq!(code("TYPE E"), "504");
+        assert_eq!(code("TYPE L 7"), "504");
+        assert_eq!(code("TYPE Q"), "501");
+        assert_eq!(code("SITE CHMOD 644 x"), "502");
+        assert_eq!(code("XYZZY"), "500");
+        assert_eq!(code("MKD dir"), "257");
+        assert_eq!(code("MDTM dir"), "550");
+        // RFC 2428: EPSV names the control connection's protocol or gets
+        // 522; after EPSV ALL only EPSV sets up data connections.
+        let (own, other) = if bind.starts_with('[') {
+            ("2", "1")
+        } else {
+            ("1", "2")
+        };
+        assert_eq!(code(&format!("EPSV {other}")), "522");
+        assert_eq!(code(&format!("EPSV {own}")), "229");
+        assert_eq!(code("EPSV ALL"), "200");
+        assert_eq!(code("PASV"), "503");
+        assert_eq!(code("EPRT |1|127.0.0.1|5000|"), "503");
+        assert_eq!(code("EPSV"), "229");
+    }
+}
+
+#[test]
 fn curl_works_over_ipv6() {
     let server = ServeProcess::serve(&["ftp", "--addr", "[::1]:0"], 1);
     add_user(&server, "six", "pw", &[]);

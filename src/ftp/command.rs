@@ -32,7 +32,11 @@ pub enum Command {
     Cwd(String),
     Cdup,
     Pasv,
-    Epsv,
+    /// `EPSV [1|2]` (RFC 2428): passive mode, for the given network
+    /// protocol if one is named.
+    Epsv(Option<u8>),
+    /// `EPSV ALL`: from now on only EPSV sets up data connections.
+    EpsvAll,
     /// `PORT h1,h2,h3,h4,p1,p2` or `EPRT |af|addr|port|`: active mode.
     Port(std::net::SocketAddr),
     List(Option<String>),
@@ -83,7 +87,12 @@ pub enum Command {
     Mlst(Option<String>),
     /// A known command with a missing or malformed argument.
     BadArgument(&'static str),
-    /// A command this server does not implement.
+    /// A known command with a well-formed argument this server does not
+    /// support (`TYPE E`).
+    UnsupportedArgument(&'static str),
+    /// A command of the FTP RFCs this server does not implement (502).
+    NotImplemented(&'static str),
+    /// A command no FTP RFC defines (500).
     Unknown(String),
 }
 
@@ -118,6 +127,17 @@ pub fn parse(line: &str) -> Command {
         "TYPE" => match argument.map(|a| a.trim().to_ascii_uppercase()).as_deref() {
             Some("A") | Some("A N") => Ok(Command::Type(TransferType::Ascii)),
             Some("I") | Some("L 8") => Ok(Command::Type(TransferType::Image)),
+            // EBCDIC, Telnet or carriage-control formats, other byte sizes.
+            Some("E" | "A T" | "A C" | "E N" | "E T" | "E C") => {
+                Err(Command::UnsupportedArgument("TYPE"))
+            }
+            Some(local)
+                if local
+                    .strip_prefix("L ")
+                    .is_some_and(|size| size.parse::<u8>().is_ok()) =>
+            {
+                Err(Command::UnsupportedArgument("TYPE"))
+            }
             _ => Err(Command::BadArgument("TYPE")),
         },
         "PWD" | "XPWD" => Ok(Command::Pwd),
@@ -132,7 +152,14 @@ pub fn parse(line: &str) -> Command {
             .and_then(parse_eprt)
             .map(Command::Port)
             .ok_or(Command::BadArgument("EPRT")),
-        "EPSV" => Ok(Command::Epsv),
+        "EPSV" => match argument.map(str::trim).filter(|a| !a.is_empty()) {
+            None => Ok(Command::Epsv(None)),
+            Some(all) if all.eq_ignore_ascii_case("ALL") => Ok(Command::EpsvAll),
+            Some(protocol) => protocol
+                .parse()
+                .map(|protocol| Command::Epsv(Some(protocol)))
+                .map_err(|_| Command::BadArgument("EPSV")),
+        },
         "LIST" => Ok(Command::List(listing_path())),
         "NLST" => Ok(Command::Nlst(listing_path())),
         "RETR" => required("RETR").map(Command::Retr),
@@ -182,10 +209,19 @@ pub fn parse(line: &str) -> Command {
             argument.map(str::to_owned).filter(|a| !a.is_empty()),
         )),
         "QUIT" => Ok(Command::Quit),
-        _ => Ok(Command::Unknown(keyword.chars().take(16).collect())),
+        known => match NOT_IMPLEMENTED.iter().find(|name| **name == known) {
+            Some(name) => Ok(Command::NotImplemented(name)),
+            None => Ok(Command::Unknown(keyword.chars().take(16).collect())),
+        },
     };
     parsed.unwrap_or_else(|bad| bad)
 }
+
+/// Commands of RFC 959 and its extensions that this server does not
+/// implement: they get 502, where a command no RFC defines gets 500.
+const NOT_IMPLEMENTED: &[&str] = &[
+    "SITE", "SMNT", "REIN", "CCC", "ADAT", "MIC", "CONF", "ENC", "LANG", "HOST", "LPRT", "LPSV",
+];
 
 /// A control line's bytes without the Telnet commands in it (RFC 959 says
 /// the control connection speaks Telnet): clients send `IAC IP` and
@@ -353,7 +389,16 @@ mod tests {
             parse("REST 99999999999999999999999"),
             Command::BadArgument("REST")
         );
-        assert_eq!(parse("SITE CHMOD 777 x"), Command::Unknown("SITE".into()));
+        assert_eq!(parse("SITE CHMOD 777 x"), Command::NotImplemented("SITE"));
+        assert_eq!(parse("site help"), Command::NotImplemented("SITE"));
+        assert_eq!(parse("FOO"), Command::Unknown("FOO".into()));
+        assert_eq!(parse("TYPE E"), Command::UnsupportedArgument("TYPE"));
+        assert_eq!(parse("TYPE L 7"), Command::UnsupportedArgument("TYPE"));
+        assert_eq!(parse("TYPE Q"), Command::BadArgument("TYPE"));
+        assert_eq!(parse("EPSV"), Command::Epsv(None));
+        assert_eq!(parse("EPSV 2"), Command::Epsv(Some(2)));
+        assert_eq!(parse("epsv all"), Command::EpsvAll);
+        assert_eq!(parse("EPSV x"), Command::BadArgument("EPSV"));
         assert_eq!(parse(""), Command::Unknown(String::new()));
         assert!(matches!(parse("\u{0}\u{1}garbage"), Command::Unknown(_)));
     }

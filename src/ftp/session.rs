@@ -151,6 +151,8 @@ struct Session {
     passive: Option<TcpListener>,
     /// The client's address for the next data connection, set by PORT/EPRT.
     active: Option<SocketAddr>,
+    /// The client said `EPSV ALL`: PASV, PORT and EPRT are refused.
+    epsv_all: bool,
     /// The offset of the next RETR or STOR, set by REST.
     restart: u64,
     /// The path named by RNFR, waiting for RNTO.
@@ -245,6 +247,7 @@ pub async fn session(
         transfer_type: TransferType::Ascii,
         passive: None,
         active: None,
+        epsv_all: false,
         restart: 0,
         rename_from: None,
         context: context_for_session,
@@ -511,7 +514,17 @@ impl Session {
                 self.reply(501, &format!("Syntax error in the arguments of {name}"))
                     .await
             }
-            Command::Unknown(name) => self.reply(502, &format!("{name} not implemented")).await,
+            Command::UnsupportedArgument(name) => {
+                self.reply(504, &format!("{name}: that parameter is not supported"))
+                    .await
+            }
+            Command::NotImplemented(name) => {
+                self.reply(502, &format!("{name} not implemented")).await
+            }
+            Command::Unknown(name) => {
+                self.reply(500, &format!("{name}: command not understood"))
+                    .await
+            }
             other => {
                 if !matches!(self.login, Login::LoggedIn { .. }) {
                     return self.reply(530, "Please log in with USER and PASS").await;
@@ -647,6 +660,10 @@ impl Session {
             }
             Command::Cwd(path) => self.change_directory(&path).await,
             Command::Cdup => self.change_directory("..").await,
+            Command::Pasv | Command::Port(_) if self.epsv_all => {
+                self.reply(503, "After EPSV ALL only EPSV sets up data connections")
+                    .await
+            }
             Command::Pasv => self.passive(false).await,
             Command::Port(target) => {
                 // RFC 2577: data goes only to the client itself (no FTP
@@ -663,7 +680,19 @@ impl Session {
                 self.active = Some(target);
                 self.reply(200, "PORT command successful").await
             }
-            Command::Epsv => self.passive(true).await,
+            Command::Epsv(Some(protocol)) if protocol != self.network_protocol() => {
+                let supported = self.network_protocol();
+                self.reply(
+                    522,
+                    &format!("Network protocol not supported, use ({supported})"),
+                )
+                .await
+            }
+            Command::Epsv(_) => self.passive(true).await,
+            Command::EpsvAll => {
+                self.epsv_all = true;
+                self.reply(200, "EPSV ALL ok").await
+            }
             // While an interrupted upload of the file is kept, SIZE says how
             // much of it arrived: that is what clients resuming an upload ask.
             Command::Size(path) => match self.resolve(&path) {
@@ -687,12 +716,13 @@ impl Session {
                 Err((code, text)) => self.reply(code, text).await,
             },
             Command::Mdtm(path) => match self.resolve(&path) {
-                Ok((_, real)) => {
-                    match tokio::fs::metadata(&real).await.and_then(|m| m.modified()) {
+                Ok((_, real)) => match tokio::fs::metadata(&real).await {
+                    Ok(meta) if meta.is_file() => match meta.modified() {
                         Ok(modified) => self.reply(213, &listing::time_val(modified)).await,
-                        Err(_) => self.reply(550, "No such file").await,
-                    }
-                }
+                        Err(_) => self.reply(550, "No modification time").await,
+                    },
+                    _ => self.reply(550, "Not a plain file").await,
+                },
                 Err((code, text)) => self.reply(code, text).await,
             },
             Command::Mfmt { modified, path } if permissions.write => match self.resolve(&path) {
@@ -907,6 +937,16 @@ impl Session {
 
     /// PASV / EPSV: listen for one data connection on the control
     /// connection's own address, on a port of the configured range.
+    /// The RFC 2428 number of the control connection's network protocol: 1
+    /// for IPv4, 2 for IPv6.
+    fn network_protocol(&self) -> u8 {
+        match self.local_ip {
+            IpAddr::V4(_) => 1,
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => 1,
+            IpAddr::V6(_) => 2,
+        }
+    }
+
     async fn passive(&mut self, extended: bool) -> io::Result<()> {
         self.passive = None;
         let Some(listener) = self.bind_passive().await else {
