@@ -954,6 +954,7 @@ fn reply_codes_follow_the_rfcs_for_unsupported_and_unknown_commands() {
         let server = ServeProcess::serve(&["ftp", "--addr", bind], 1);
         add_user(&server, "rex", "pw", &[]);
         let addr = server.address("ftp", "tcp");
+        std::fs::write(server.data_dir().join("homes/rex/x"), b"x").unwrap();
         let mut control = Control::login(&addr, "rex", "pw");
         let mut code = |line: &str| control.command(line)[..3].to_owned();
         // RFC 959: 504 for a parameter not implemented, 502 for a command
@@ -965,6 +966,13 @@ fn reply_codes_follow_the_rfcs_for_unsupported_and_unknown_commands() {
         assert_eq!(code("XYZZY"), "500");
         assert_eq!(code("MKD dir"), "257");
         assert_eq!(code("MDTM dir"), "550");
+        // A transfer with no data connection prepared gets 425 and no 150,
+        // so a client reading one reply per command stays in step.
+        assert_eq!(code("TYPE I"), "200");
+        for transfer in ["RETR x", "STOR x", "STOU", "APPE x", "LIST", "NLST", "MLSD"] {
+            assert_eq!(code(transfer), "425", "{transfer}");
+            assert_eq!(code("NOOP"), "200", "after {transfer}");
+        }
         // RFC 2428: EPSV names the control connection's protocol or gets
         // 522; after EPSV ALL only EPSV sets up data connections.
         let (own, other) = if bind.starts_with('[') {

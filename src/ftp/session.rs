@@ -937,6 +937,13 @@ impl Session {
 
     /// PASV / EPSV: listen for one data connection on the control
     /// connection's own address, on a port of the configured range.
+    /// Whether PASV, EPSV, PORT or EPRT has prepared a data connection. A
+    /// transfer without one is refused before its 150, so that a client
+    /// reading one reply per command stays in step.
+    fn data_connection_set_up(&self) -> bool {
+        self.passive.is_some() || self.active.is_some()
+    }
+
     /// The RFC 2428 number of the control connection's network protocol: 1
     /// for IPv4, 2 for IPv6.
     fn network_protocol(&self) -> u8 {
@@ -1035,10 +1042,7 @@ impl Session {
                 _ => return Err((425, "Cannot open the data connection")),
             }
         } else {
-            let listener = self
-                .passive
-                .take()
-                .ok_or((425, "Use PASV, EPSV, PORT or EPRT first"))?;
+            let listener = self.passive.take().ok_or((425, NO_DATA_CONNECTION))?;
             let deadline = tokio::time::Instant::now() + self.context.data_timeout;
             loop {
                 let accepted = tokio::time::timeout_at(deadline, listener.accept()).await;
@@ -1120,6 +1124,9 @@ impl Session {
                 Format::Facts => text.push_str(&listing::facts(entry)),
             }
             text.push_str("\r\n");
+        }
+        if !self.data_connection_set_up() {
+            return self.reply(425, NO_DATA_CONNECTION).await;
         }
         self.reply(150, "Here comes the listing").await?;
         let mut data = match self.data_connection().await {
@@ -1226,6 +1233,9 @@ impl Session {
                 return self.reply(550, "Cannot seek to the restart offset").await;
             }
         }
+        if !self.data_connection_set_up() {
+            return self.reply(425, NO_DATA_CONNECTION).await;
+        }
         self.reply(150, "Opening the data connection").await?;
         let mut data = match self.data_connection().await {
             Ok(data) => data,
@@ -1287,6 +1297,9 @@ impl Session {
             return self
                 .reply(550, "Resuming and appending work in TYPE I only")
                 .await;
+        }
+        if !self.data_connection_set_up() {
+            return self.reply(425, NO_DATA_CONNECTION).await;
         }
         let context = self.context.clone();
         let Some(_claim) = UploadClaim::take(&context, &partial) else {
@@ -1449,6 +1462,8 @@ async fn discard_rest(data: &mut Stream) {
     };
     let _ = tokio::time::timeout(DISCARD_TIME, draining).await;
 }
+
+const NO_DATA_CONNECTION: &str = "Use PASV, EPSV, PORT or EPRT first";
 
 /// How a directory listing is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
