@@ -708,12 +708,25 @@ fn write_tree(root: &Path) -> Vec<String> {
     paths
 }
 
+/// Runs lftp's `script` as `user` on the plain FTP server at `addr`.
 fn lftp(addr: &str, user: &str, script: &str) -> std::process::Output {
-    let settings = "set cmd:fail-exit yes; set net:max-retries 1; set net:timeout 20; \
-                    set ftp:ssl-allow no; set xfer:clobber on";
-    Command::new("lftp")
-        .args(["-u", user, "-e", &format!("{settings}; {script}; quit")])
-        .arg(format!("ftp://{addr}"))
+    lftp_url(
+        &format!("ftp://{addr}"),
+        Some(user),
+        &format!("set ftp:ssl-allow no; set xfer:clobber on; {script}"),
+    )
+}
+
+/// Runs lftp's `script` against `url` (logged in as `user`, if given),
+/// stopping at the first failing command, with one retry and 20 s timeouts.
+fn lftp_url(url: &str, user: Option<&str>, script: &str) -> std::process::Output {
+    let settings = "set cmd:fail-exit yes; set net:max-retries 1; set net:timeout 20";
+    let mut lftp = Command::new("lftp");
+    if let Some(user) = user {
+        lftp.args(["-u", user]);
+    }
+    lftp.args(["-e", &format!("{settings}; {script}; quit")])
+        .arg(url)
         .output()
         .expect("lftp is installed (scripts/test installs it)")
 }
@@ -896,19 +909,11 @@ fn lftp_mirror_keeps_modification_times_through_mfmt() {
         .unwrap()
         .set_modified(then)
         .unwrap();
-    let up = Command::new("lftp")
-        .args([
-            "-u",
-            "max,pw",
-            "-e",
-            &format!(
-                "set cmd:fail-exit yes; set net:max-retries 1; mirror -R {} up; quit",
-                local.path().display()
-            ),
-        ])
-        .arg(format!("ftp://{addr}"))
-        .output()
-        .expect("lftp is installed (scripts/test installs it)");
+    let up = lftp(
+        &addr,
+        "max,pw",
+        &format!("mirror -R {} up", local.path().display()),
+    );
     assert!(
         up.status.success(),
         "lftp: {}",
@@ -1116,18 +1121,14 @@ fn curl_and_lftp_use_implicit_tls_and_a_plain_client_gets_no_greeting() {
     );
 
     let back = tempfile::tempdir().unwrap();
-    let mirrored = Command::new("lftp")
-        .args([
-            "-e",
-            &format!(
-                "set cmd:fail-exit yes; set net:max-retries 1; set net:timeout 20; \
-                 set ssl:verify-certificate no; mirror / {}; quit",
-                back.path().display()
-            ),
-        ])
-        .arg(&base)
-        .output()
-        .expect("lftp is installed (scripts/test installs it)");
+    let mirrored = lftp_url(
+        &base,
+        None,
+        &format!(
+            "set ssl:verify-certificate no; mirror / {}",
+            back.path().display()
+        ),
+    );
     assert!(
         mirrored.status.success(),
         "lftp: {}",
@@ -1194,21 +1195,15 @@ fn ftplib_and_lftp_use_explicit_tls() {
         )
         .unwrap();
     }
-    let up = Command::new("lftp")
-        .args([
-            "-u",
-            "uma,pw",
-            "-e",
-            &format!(
-                "set cmd:fail-exit yes; set net:max-retries 1; set net:timeout 20; \
-                 set ftp:ssl-force true; set ftp:ssl-protect-data true; \
-                 set ssl:verify-certificate no; mirror -R {} tree; quit",
-                local.path().display()
-            ),
-        ])
-        .arg(format!("ftp://{addr}"))
-        .output()
-        .expect("lftp is installed (scripts/test installs it)");
+    let up = lftp_url(
+        &format!("ftp://{addr}"),
+        Some("uma,pw"),
+        &format!(
+            "set ftp:ssl-force true; set ftp:ssl-protect-data true; \
+             set ssl:verify-certificate no; mirror -R {} tree",
+            local.path().display()
+        ),
+    );
     assert!(
         up.status.success(),
         "lftp: {}",

@@ -1019,11 +1019,14 @@ fn idle_silent_slow_and_stalled_connections_are_closed() {
     let config = "[echo]\nenabled = false\n[http]\nport = 0\nidle_timeout = \"1s\"\n[bot]\nenabled = false\n[ftp]\nenabled = false\n";
     let server = ServeProcess::with_config(config, 1);
     let address = server.address("http", "tcp");
-    // Reads until the server closes the connection; returns what came and
-    // how long after `opened` the close came: a few of the configured
-    // one-second periods, never less than one. A close with bytes of ours
-    // still unread on the server's side arrives as a reset.
-    let until_closed = |mut stream: std::net::TcpStream, opened: std::time::Instant| {
+    // Opens a connection, lets `client` do its part on it, and reads until
+    // the server closes it, which must come after one of the configured
+    // one-second periods and within a few. Returns what came. A close with
+    // bytes of ours still unread on the server's side arrives as a reset.
+    let closed_after = |client: &dyn Fn(&mut std::net::TcpStream)| -> String {
+        let opened = std::time::Instant::now();
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        client(&mut stream);
         stream.set_read_timeout(Some(support::PATIENCE)).unwrap();
         let mut received = Vec::new();
         if let Err(err) = stream.read_to_end(&mut received) {
@@ -1033,82 +1036,59 @@ fn idle_silent_slow_and_stalled_connections_are_closed() {
                 "the server did not close the connection: {err}"
             );
         }
-        (
-            String::from_utf8_lossy(&received).into_owned(),
-            opened.elapsed(),
-        )
+        let after = opened.elapsed();
+        assert!(
+            (Duration::from_secs(1)..Duration::from_secs(20)).contains(&after),
+            "closed after {after:?}"
+        );
+        String::from_utf8_lossy(&received).into_owned()
     };
 
     // Silent from the start.
-    let opened = std::time::Instant::now();
-    let silent = std::net::TcpStream::connect(&address).unwrap();
-    let (_, after) = until_closed(silent, opened);
-    assert!(
-        (Duration::from_secs(1)..Duration::from_secs(20)).contains(&after),
-        "closed after {after:?}"
-    );
+    closed_after(&|_| {});
 
     // Half a request head, then nothing.
-    let opened = std::time::Instant::now();
-    let mut partial = std::net::TcpStream::connect(&address).unwrap();
-    partial
-        .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n")
-        .unwrap();
-    let (received, after) = until_closed(partial, opened);
-    assert!(
-        (Duration::from_secs(1)..Duration::from_secs(20)).contains(&after),
-        "closed after {after:?}"
-    );
+    let received = closed_after(&|stream| {
+        stream
+            .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+    });
     assert!(!received.contains("Hello, World"), "{received}");
 
     // A head sent a byte at a time, never idle for long, never finished.
-    let opened = std::time::Instant::now();
-    let trickle = std::net::TcpStream::connect(&address).unwrap();
-    let mut writer = trickle.try_clone().unwrap();
-    std::thread::spawn(move || {
-        let head = format!("GET /hello HTTP/1.1\r\nX-Slow: {}", "a".repeat(1000));
-        for byte in head.as_bytes() {
-            if writer.write_all(&[*byte]).is_err() {
-                break;
+    let received = closed_after(&|stream| {
+        let mut writer = stream.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let head = format!("GET /hello HTTP/1.1\r\nX-Slow: {}", "a".repeat(1000));
+            for byte in head.as_bytes() {
+                if writer.write_all(&[*byte]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        });
     });
-    let (received, after) = until_closed(trickle, opened);
-    assert!(
-        (Duration::from_secs(1)..Duration::from_secs(20)).contains(&after),
-        "closed after {after:?}"
-    );
     assert!(!received.contains("Hello, World"), "{received}");
 
     // An upload that stops after its first bytes, its handler waiting.
-    let opened = std::time::Instant::now();
-    let mut stalled = std::net::TcpStream::connect(&address).unwrap();
-    stalled
-        .write_all(
-            b"POST /login HTTP/1.1\r\nHost: x\r\n\
-              Content-Type: application/x-www-form-urlencoded\r\n\
-              Content-Length: 1000\r\n\r\nuser=admin&",
-        )
-        .unwrap();
-    let (received, after) = until_closed(stalled, opened);
-    assert!(
-        (Duration::from_secs(1)..Duration::from_secs(20)).contains(&after),
-        "closed after {after:?}"
-    );
+    let received = closed_after(&|stream| {
+        stream
+            .write_all(
+                b"POST /login HTTP/1.1\r\nHost: x\r\n\
+                  Content-Type: application/x-www-form-urlencoded\r\n\
+                  Content-Length: 1000\r\n\r\nuser=admin&",
+            )
+            .unwrap();
+    });
     assert!(!received.contains("303"), "{received}");
 
     // One whole request is answered; the idle keep-alive connection is then
     // closed.
-    let opened = std::time::Instant::now();
-    let mut idle = std::net::TcpStream::connect(&address).unwrap();
-    idle.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let (received, after) = until_closed(idle, opened);
+    let received = closed_after(&|stream| {
+        stream
+            .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+    });
     assert!(received.starts_with("HTTP/1.1 200 OK"), "{received}");
     assert!(received.ends_with("Hello, World"), "{received}");
-    assert!(
-        (Duration::from_secs(1)..Duration::from_secs(20)).contains(&after),
-        "closed after {after:?}"
-    );
 }
