@@ -1172,17 +1172,21 @@ impl Session {
         if let Ok((virtual_path, real)) = &literal {
             let name = virtual_path.file_name().unwrap_or("/").to_owned();
             let real = real.clone();
+            enum Found {
+                Directory(Vec<DirEntry>),
+                File(DirEntry),
+            }
             let found = tokio::task::spawn_blocking(move || {
                 let meta = std::fs::metadata(&real)?;
                 if meta.is_dir() {
-                    vfs::list_dir(&real).map(Ok)
+                    vfs::list_dir(&real).map(Found::Directory)
                 } else {
-                    Ok(Err(DirEntry::new(name, &meta)))
+                    Ok::<_, io::Error>(Found::File(DirEntry::new(name, &meta)))
                 }
             })
             .await;
             match found {
-                Ok(Ok(Ok(entries))) => {
+                Ok(Ok(Found::Directory(entries))) => {
                     let inside = if asked.ends_with('/') {
                         asked.to_owned()
                     } else {
@@ -1190,10 +1194,10 @@ impl Session {
                     };
                     return Ok((entries, inside));
                 }
-                Ok(Ok(Err(_))) if format == Format::Facts => {
+                Ok(Ok(Found::File(_))) if format == Format::Facts => {
                     return Err((501, "MLSD lists directories only"));
                 }
-                Ok(Ok(Err(file))) => return Ok((vec![file], prefix.to_owned())),
+                Ok(Ok(Found::File(file))) => return Ok((vec![file], prefix.to_owned())),
                 _ => {}
             }
         }
