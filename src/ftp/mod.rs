@@ -1,6 +1,7 @@
-//! The FTP server (RFC 959, with EPSV/EPRT from RFC 2428 and SIZE, MDTM,
-//! REST and MLSD/MLST from RFC 3659): the course's multi-user file server,
-//! for real FTP clients.
+//! The FTP server (RFC 959, with EPSV/EPRT from RFC 2428, SIZE, MDTM,
+//! REST and MLSD/MLST from RFC 3659, and TLS: `AUTH TLS` from RFC 4217 on
+//! the control socket, or implicit FTPS on a second one): the course's
+//! multi-user file server, for real FTP clients.
 //!
 //! [`command`] parses control lines (pure); [`session`] runs one control
 //! connection; [`transfer`] copies files over data connections; [`stream`]
