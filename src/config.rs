@@ -131,6 +131,9 @@ pub struct FtpSection {
     pub tls_key: PathBuf,
     /// Refuse logins and data connections that are not encrypted.
     pub require_tls: bool,
+    /// Refuse TLS data connections that do not resume the control
+    /// connection's TLS session.
+    pub require_tls_resumption: bool,
     /// Also serve implicit FTPS (TLS from the first byte) on
     /// `implicit_tls_port`.
     pub implicit_tls: bool,
@@ -157,6 +160,7 @@ impl Default for FtpSection {
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
             require_tls: false,
+            require_tls_resumption: false,
             implicit_tls: false,
             implicit_tls_port: 9990,
             anonymous_root: PathBuf::new(),
@@ -182,6 +186,8 @@ pub struct FtpSettings {
     pub tls: Option<TlsFiles>,
     /// Logins and data connections must be encrypted.
     pub require_tls: bool,
+    /// TLS data connections must resume the control connection's session.
+    pub require_tls_resumption: bool,
     /// Where implicit FTPS is served; `None`: not served.
     pub implicit_tls_addr: Option<SocketAddr>,
     /// Where `anonymous` logs in, read-only; `None`: no anonymous login.
@@ -545,6 +551,12 @@ impl FileConfig {
                 "needs ftp.tls_cert and ftp.tls_key",
             ));
         }
+        if self.ftp.require_tls_resumption && ftp_tls.is_none() {
+            return Err(out_of_range(
+                "ftp.require_tls_resumption",
+                "needs ftp.tls_cert and ftp.tls_key",
+            ));
+        }
         if self.ftp.implicit_tls && ftp_tls.is_none() {
             return Err(out_of_range(
                 "ftp.implicit_tls",
@@ -561,6 +573,7 @@ impl FileConfig {
             passive_address,
             tls: ftp_tls,
             require_tls: self.ftp.require_tls,
+            require_tls_resumption: self.ftp.require_tls_resumption,
             implicit_tls_addr: self
                 .ftp
                 .implicit_tls
@@ -694,7 +707,7 @@ mod tests {
 
     #[test]
     fn tls_modes_without_a_certificate_are_refused_naming_the_key() {
-        for key in ["require_tls", "implicit_tls"] {
+        for key in ["require_tls", "require_tls_resumption", "implicit_tls"] {
             let file = FileConfig::parse(&format!("[ftp]\n{key} = true\n"), "t").unwrap();
             let err = file.resolve(&Overrides::default(), "t").unwrap_err();
             assert!(err.to_string().contains(&format!("ftp.{key}")), "{err}");

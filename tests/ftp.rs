@@ -1088,6 +1088,34 @@ fn curl_uses_explicit_tls_and_plain_logins_are_refused_when_it_is_required() {
 }
 
 #[test]
+fn data_connections_resume_the_control_tls_session_and_may_be_required_to() {
+    let (server, addr) = start_tls("require_tls = true\nrequire_tls_resumption = true\n", 1);
+    add_user(&server, "rue", "pw", &[]);
+    std::fs::write(server.data_dir().join("homes/rue/kept.txt"), b"kept").unwrap();
+    let out = python_peer("ftplib_tls_resume.py", &addr, "rue", "pw");
+    // ftplib as shipped starts a new TLS session on each data connection.
+    assert_eq!(out["fresh"]["error"], "522", "{out}");
+    assert_eq!(
+        out["resumed"]["names"],
+        serde_json::json!(["kept.txt"]),
+        "{out}"
+    );
+    // curl resumes on its own.
+    let listed = curl(&[
+        "--ssl-reqd",
+        "--insecure",
+        "--list-only",
+        &format!("ftp://rue:pw@{addr}/"),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).trim(),
+        "kept.txt",
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+}
+
+#[test]
 fn curl_and_lftp_use_implicit_tls_and_a_plain_client_gets_no_greeting() {
     let (server, _) = start_tls("implicit_tls = true\nimplicit_tls_port = 0\n", 2);
     add_user(&server, "ivy", "pw", &[]);

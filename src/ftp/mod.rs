@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::config::FtpSettings;
 use crate::endpoint::{self, Endpoint, Origin, SetupError};
@@ -54,7 +54,7 @@ pub struct Ftp {
     /// Implicit FTPS: TLS from the first byte.
     implicit_tls: Option<TcpListener>,
     settings: FtpSettings,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ServerConfig>>,
 }
 
 impl std::fmt::Debug for Ftp {
@@ -77,17 +77,14 @@ impl Ftp {
     pub async fn bind(settings: &FtpSettings) -> Result<Ftp, SetupError> {
         let tls = match &settings.tls {
             Some(files) => {
-                let mut config =
+                // Each session makes its own acceptors from it
+                // (stream::SessionTls).
+                let config =
                     tls::server_config(files, &[b"ftp"]).map_err(|source| SetupError::Tls {
                         service: "ftp",
                         source,
                     })?;
-                // No TLS 1.3 session tickets: the server sends them after the
-                // handshake, and a client that only writes on an upload's
-                // data connection never reads them, so closing it with them
-                // unread resets the connection and can cut off the upload.
-                config.send_tls13_tickets = 0;
-                Some(TlsAcceptor::from(Arc::new(config)))
+                Some(Arc::new(config))
             }
             None => None,
         };
@@ -139,6 +136,7 @@ impl Ftp {
             uploading: Default::default(),
             tls: self.tls,
             require_tls: self.settings.require_tls,
+            require_tls_resumption: self.settings.require_tls_resumption,
             anonymous_root: self.settings.anonymous_root.clone(),
         });
         let sweeping = tokio::spawn(sweep_partial_uploads(

@@ -16,12 +16,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
 use tracing::info;
 
 use super::command::{self, Command, MAX_LINE, TransferType};
 use super::listing;
-use super::stream::Stream;
+use super::stream::{SessionTls, Stream};
 use super::transfer::{self, Ascii, TransferError};
 use crate::listener::{Outcome, Traffic};
 use crate::quota::{QuotaWriter, Quotas};
@@ -51,10 +51,13 @@ pub struct FtpContext {
     pub passive_address: Option<std::net::Ipv4Addr>,
     /// The partial files that an upload is writing now.
     pub uploading: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
-    /// The TLS server side for AUTH TLS and PROT P; `None`: no TLS.
-    pub tls: Option<TlsAcceptor>,
+    /// The TLS server setup for AUTH TLS, implicit FTPS and PROT P; `None`:
+    /// no TLS.
+    pub tls: Option<Arc<ServerConfig>>,
     /// Logins and data connections must be encrypted.
     pub require_tls: bool,
+    /// TLS data connections must resume the control connection's session.
+    pub require_tls_resumption: bool,
     /// Where `anonymous` logs in, read-only; `None`: no anonymous login.
     pub anonymous_root: Option<PathBuf>,
 }
@@ -139,6 +142,8 @@ enum Login {
 struct Session {
     /// The control connection (switched to TLS by AUTH TLS).
     control: BufReader<Stream>,
+    /// The session's TLS server side, once TLS is on.
+    tls: Option<SessionTls>,
     /// PBSZ was given (RFC 4217 wants it before PROT).
     protection_buffer_set: bool,
     /// PROT P: data connections are encrypted too.
@@ -212,14 +217,15 @@ pub async fn session(
     // Replies are whole lines, each written at once: sent at once too, or
     // Nagle holds a 226 until the client acknowledges the 150 before it.
     let _ = stream.set_nodelay(true);
-    let control = match (start, &context.tls) {
-        (Start::Plain, _) => Stream::Plain(stream),
-        (Start::ImplicitTls, Some(acceptor)) => {
+    let (control, tls) = match (start, &context.tls) {
+        (Start::Plain, _) => (Stream::Plain(stream), None),
+        (Start::ImplicitTls, Some(base)) => {
+            let tls = SessionTls::new(base);
             match Stream::Plain(stream)
-                .into_tls(acceptor, context.data_timeout)
+                .into_tls(&tls.control, context.data_timeout)
                 .await
             {
-                Ok(secured) => secured,
+                Ok(secured) => (secured, Some(tls)),
                 Err(err) => {
                     return Outcome {
                         traffic: Traffic::default(),
@@ -238,6 +244,7 @@ pub async fn session(
 
     let mut session = Session {
         control: BufReader::new(control),
+        tls,
         protection_buffer_set: false,
         protect_data: start == Start::ImplicitTls,
         peer,
@@ -1004,7 +1011,7 @@ impl Session {
 
     /// AUTH TLS: 234, then the TLS handshake on the control connection.
     async fn start_tls(&mut self, mechanism: &str) -> io::Result<()> {
-        let Some(acceptor) = self.context.tls.clone() else {
+        let Some(base) = self.context.tls.clone() else {
             return self.reply(502, "TLS is not set up on this server").await;
         };
         if !["TLS", "TLS-C", "SSL"].contains(&mechanism.trim().to_ascii_uppercase().as_str()) {
@@ -1021,9 +1028,13 @@ impl Session {
                 .await;
         }
         self.reply(234, "Switching to TLS").await?;
+        let tls = SessionTls::new(&base);
         let plain = std::mem::replace(self.control.get_mut(), Stream::Switching);
-        let secured = plain.into_tls(&acceptor, self.context.data_timeout).await?;
+        let secured = plain
+            .into_tls(&tls.control, self.context.data_timeout)
+            .await?;
         *self.control.get_mut() = secured;
+        self.tls = Some(tls);
         // A new security context: the login starts over (RFC 4217 section 4).
         self.login = Login::AwaitingUser;
         Ok(())
@@ -1056,11 +1067,24 @@ impl Session {
         };
         let _ = stream.set_nodelay(true);
         let stream = Stream::Plain(stream);
-        match &self.context.tls {
-            Some(acceptor) if self.protect_data => stream
-                .into_tls(acceptor, self.context.data_timeout)
-                .await
-                .map_err(|_| (425, "The TLS handshake on the data connection failed")),
+        match &self.tls {
+            Some(tls) if self.protect_data => {
+                let mut secured = stream
+                    .into_tls(&tls.data, self.context.data_timeout)
+                    .await
+                    .map_err(|_| (425, "The TLS handshake on the data connection failed"))?;
+                if self.context.require_tls_resumption && !secured.resumed_tls() {
+                    // Closed cleanly (close_notify), so the client reads an
+                    // empty transfer and then the reply.
+                    let _ =
+                        tokio::time::timeout(self.context.data_timeout, secured.shutdown()).await;
+                    return Err((
+                        522,
+                        "The data connection must resume the control connection's TLS session",
+                    ));
+                }
+                Ok(secured)
+            }
             _ => Ok(stream),
         }
     }

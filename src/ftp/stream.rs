@@ -7,10 +7,47 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::server::ServerSessionMemoryCache;
 use tokio_rustls::server::TlsStream;
+
+/// The TLS server side of one FTP session. Its control connection and its
+/// data connections share a session cache of their own, so a data
+/// connection can resume the control connection's TLS session and no other
+/// (RFC 4217 section 10: a resumed session shows the data connection comes
+/// from the client that logged in). Only the control connection issues TLS
+/// 1.3 session tickets: a client that only writes on an upload's data
+/// connection would never read them, and closing a socket with unread data
+/// resets it, which cut uploads short.
+#[derive(Clone)]
+pub struct SessionTls {
+    pub control: TlsAcceptor,
+    pub data: TlsAcceptor,
+}
+
+impl SessionTls {
+    pub fn new(base: &ServerConfig) -> SessionTls {
+        let cache = ServerSessionMemoryCache::new(SESSIONS_KEPT);
+        let mut control = base.clone();
+        control.session_storage = cache.clone();
+        control.send_tls13_tickets = 2;
+        let mut data = base.clone();
+        data.session_storage = cache;
+        data.send_tls13_tickets = 0;
+        SessionTls {
+            control: TlsAcceptor::from(Arc::new(control)),
+            data: TlsAcceptor::from(Arc::new(data)),
+        }
+    }
+}
+
+/// TLS sessions one FTP session remembers for its data connections.
+const SESSIONS_KEPT: usize = 8;
 
 /// A connection of the session.
 #[derive(Debug)]
@@ -42,6 +79,17 @@ impl Stream {
 
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
+    }
+
+    /// Whether the TLS handshake resumed an earlier session.
+    pub fn resumed_tls(&self) -> bool {
+        match self {
+            Stream::Tls(tls) => {
+                tls.get_ref().1.handshake_kind()
+                    == Some(tokio_rustls::rustls::HandshakeKind::Resumed)
+            }
+            _ => false,
+        }
     }
 }
 
