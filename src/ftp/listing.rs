@@ -63,36 +63,59 @@ pub fn facts(entry: &DirEntry) -> String {
     )
 }
 
-/// Whether `name` matches `pattern`, where `*` stands for any run of
-/// characters and `?` for any one (the wildcards of LIST and NLST).
-pub fn wildcard_match(pattern: &str, name: &str) -> bool {
-    let (pattern, name): (Vec<char>, Vec<char>) =
-        (pattern.chars().collect(), name.chars().collect());
-    let (mut p, mut n) = (0, 0);
-    // Where the last `*` was, and where in `name` its run now ends.
-    let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        match pattern.get(p) {
-            Some('*') => {
-                star = Some((p, n));
-                p += 1;
+/// A wildcard pattern of LIST and NLST: `*` stands for any run of
+/// characters and `?` for any one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wildcard(Vec<char>);
+
+/// The longest file name, in bytes (Linux's NAME_MAX).
+const NAME_MAX: usize = 255;
+
+impl Wildcard {
+    /// The pattern with each run of `*` made one (the same matches, and
+    /// matching stays quick however many a client sends); `None` when no
+    /// file name can match, having more than [`NAME_MAX`] characters
+    /// besides `*`.
+    pub fn new(pattern: &str) -> Option<Wildcard> {
+        let mut chars: Vec<char> = Vec::new();
+        for c in pattern.chars() {
+            if !(c == '*' && chars.last() == Some(&'*')) {
+                chars.push(c);
             }
-            Some(&c) if c == '?' || c == name[n] => {
-                p += 1;
-                n += 1;
-            }
-            _ => match star {
-                // Let the last `*` take one more character and try again.
-                Some((star_p, star_n)) => {
-                    star = Some((star_p, star_n + 1));
-                    p = star_p + 1;
-                    n = star_n + 1;
-                }
-                None => return false,
-            },
         }
+        (chars.iter().filter(|&&c| c != '*').count() <= NAME_MAX).then_some(Wildcard(chars))
     }
-    pattern[p..].iter().all(|&c| c == '*')
+
+    /// Whether `name` matches, in at most pattern length × name length
+    /// steps.
+    pub fn matches(&self, name: &str) -> bool {
+        let (pattern, name): (&[char], Vec<char>) = (&self.0, name.chars().collect());
+        let (mut p, mut n) = (0, 0);
+        // Where the last `*` was, and where in `name` its run now ends.
+        let mut star: Option<(usize, usize)> = None;
+        while n < name.len() {
+            match pattern.get(p) {
+                Some('*') => {
+                    star = Some((p, n));
+                    p += 1;
+                }
+                Some(&c) if c == '?' || c == name[n] => {
+                    p += 1;
+                    n += 1;
+                }
+                _ => match star {
+                    // Let the last `*` take one more character and try again.
+                    Some((star_p, star_n)) => {
+                        star = Some((star_p, star_n + 1));
+                        p = star_p + 1;
+                        n = star_n + 1;
+                    }
+                    None => return false,
+                },
+            }
+        }
+        pattern[p..].iter().all(|&c| c == '*')
+    }
 }
 
 #[cfg(test)]
@@ -141,7 +164,8 @@ mod tests {
             ("**", ""),
             ("a*", "a"),
         ] {
-            assert!(wildcard_match(pattern, name), "{pattern} ~ {name}");
+            let wildcard = Wildcard::new(pattern).unwrap();
+            assert!(wildcard.matches(name), "{pattern} ~ {name}");
         }
         for (pattern, name) in [
             ("*.txt", "a.txt.bak"),
@@ -151,7 +175,17 @@ mod tests {
             ("?", ""),
             ("abc", "abd"),
         ] {
-            assert!(!wildcard_match(pattern, name), "{pattern} !~ {name}");
+            let wildcard = Wildcard::new(pattern).unwrap();
+            assert!(!wildcard.matches(name), "{pattern} !~ {name}");
         }
+    }
+
+    #[test]
+    fn runs_of_stars_are_one_and_overlong_patterns_match_nothing() {
+        assert_eq!(Wildcard::new("a***b**"), Wildcard::new("a*b*"));
+        let stars = "*".repeat(4000);
+        assert!(Wildcard::new(&stars).unwrap().matches(&"x".repeat(255)));
+        assert_eq!(Wildcard::new(&"a".repeat(256)), None);
+        assert!(Wildcard::new(&format!("{}*", "a".repeat(255))).is_some());
     }
 }

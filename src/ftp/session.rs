@@ -1230,10 +1230,12 @@ impl Session {
             return Err(literal.err().unwrap_or((550, "No such file or directory")));
         }
         let (_, real_dir) = self.resolve(if prefix.is_empty() { "." } else { prefix })?;
-        let pattern = pattern.to_owned();
+        let Some(wildcard) = listing::Wildcard::new(pattern) else {
+            return Ok((Vec::new(), prefix.to_owned()));
+        };
         let matching = tokio::task::spawn_blocking(move || {
             let mut entries = vfs::list_dir(&real_dir)?;
-            entries.retain(|entry| listing::wildcard_match(&pattern, &entry.name));
+            entries.retain(|entry| wildcard.matches(&entry.name));
             Ok::<_, io::Error>(entries)
         });
         match matching.await {
