@@ -995,6 +995,28 @@ fn reply_codes_follow_the_rfcs_for_unsupported_and_unknown_commands() {
 }
 
 #[test]
+fn an_upload_that_never_gets_its_data_connection_leaves_nothing_behind() {
+    let (server, addr) = start();
+    add_user(&server, "nel", "pw", &[]);
+    let home = server.data_dir().join("homes/nel");
+    let mut control = Control::login(&addr, "nel", "pw");
+    assert!(control.command("TYPE I").starts_with("200"));
+    // A port nothing listens on, on the client's own address.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let eprt = control.command(&format!("EPRT |1|127.0.0.1|{closed}|"));
+    assert!(eprt.starts_with("200"), "{eprt}");
+    assert!(control.command("STOR new.bin").starts_with("150"));
+    let refused = control.reply();
+    assert!(refused.starts_with("425"), "{refused}");
+    let left: Vec<_> = std::fs::read_dir(&home).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
 fn curl_works_over_ipv6() {
     let server = ServeProcess::serve(&["ftp", "--addr", "[::1]:0"], 1);
     add_user(&server, "six", "pw", &[]);

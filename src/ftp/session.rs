@@ -1373,7 +1373,11 @@ impl Session {
         self.reply(150, &opening).await?;
         let mut data = match self.data_connection().await {
             Ok(data) => data,
-            Err((code, reason)) => return self.reply(code, reason).await,
+            Err((code, reason)) => {
+                drop(file);
+                remove_if_empty(&partial).await;
+                return self.reply(code, reason).await;
+            }
         };
         let started = Instant::now();
         let received = AtomicU64::new(0);
@@ -1434,8 +1438,10 @@ impl Session {
             }
             Err(failure) => {
                 drop(data);
-                let kept = tokio::fs::metadata(&partial).await.map_or(0, |m| m.len());
-                let note = format!("; {kept} bytes kept: REST {kept} and STOR, or APPE, resume");
+                let note = match remove_if_empty(&partial).await {
+                    0 => String::new(),
+                    kept => format!("; {kept} bytes kept: REST {kept} and STOR, or APPE, resume"),
+                };
                 self.transfer_failed(failure, &note).await
             }
         }
@@ -1560,6 +1566,16 @@ fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Removes the partial file of an upload that broke off before its first
+/// byte (nothing in it to resume); returns how many bytes it holds.
+async fn remove_if_empty(partial: &Path) -> u64 {
+    let kept = tokio::fs::metadata(partial).await.map_or(0, |m| m.len());
+    if kept == 0 {
+        let _ = tokio::fs::remove_file(partial).await;
+    }
+    kept
 }
 
 /// The kept partial upload's path for a target, if the target can have one.
