@@ -121,6 +121,9 @@ pub struct FtpSection {
     pub data_timeout: Duration,
     pub max_connections: usize,
     pub max_per_ip: usize,
+    /// The most bytes per second one upload or download moves, as a size
+    /// ("10M"); empty: no limit.
+    pub max_rate: String,
     /// `"FIRST-LAST"`, or empty for any free port.
     pub passive_ports: String,
     /// The IPv4 address PASV announces (behind NAT); empty: the control
@@ -155,6 +158,7 @@ impl Default for FtpSection {
             data_timeout: Duration::from_secs(60),
             max_connections: 200,
             max_per_ip: 10,
+            max_rate: String::new(),
             passive_ports: String::new(),
             passive_address: String::new(),
             tls_cert: PathBuf::new(),
@@ -178,6 +182,9 @@ pub struct FtpSettings {
     pub data_timeout: Duration,
     pub max_connections: usize,
     pub max_per_ip: usize,
+    /// The most bytes per second one upload or download moves; `None`: no
+    /// limit.
+    pub max_rate: Option<u64>,
     /// Ports passive data connections listen on; `None`: any free port.
     pub passive_ports: Option<std::ops::RangeInclusive<u16>>,
     /// The address PASV announces; `None`: the control connection's own.
@@ -515,6 +522,18 @@ impl FileConfig {
         if self.ftp.data_timeout.is_zero() {
             return Err(out_of_range("ftp.data_timeout", "must be more than 0s"));
         }
+        let max_rate = match self.ftp.max_rate.trim() {
+            "" => None,
+            rate => match crate::size::parse(rate) {
+                Ok(rate) if rate > 0 => Some(rate),
+                _ => {
+                    return Err(out_of_range(
+                        "ftp.max_rate",
+                        "must be bytes per second, or a number with K, M or G, or empty",
+                    ));
+                }
+            },
+        };
         let passive_ports = match self.ftp.passive_ports.trim() {
             "" => None,
             range => {
@@ -569,6 +588,7 @@ impl FileConfig {
             data_timeout: self.ftp.data_timeout,
             max_connections: self.ftp.max_connections,
             max_per_ip: self.ftp.max_per_ip,
+            max_rate,
             passive_ports,
             passive_address,
             tls: ftp_tls,

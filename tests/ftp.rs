@@ -1017,6 +1017,47 @@ fn an_upload_that_never_gets_its_data_connection_leaves_nothing_behind() {
 }
 
 #[test]
+fn max_rate_paces_uploads_and_downloads() {
+    let config = "[echo]\nenabled = false\n[http]\nenabled = false\n[bot]\nenabled = false\n\
+                  [ftp]\nport = 0\nmax_rate = \"1M\"\n";
+    let server = ServeProcess::with_config(config, 1);
+    let addr = server.address("ftp", "tcp");
+    add_user(&server, "pat", "pw", &[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("paced.bin");
+    let content: Vec<u8> = (0..1_500_000u32).map(|i| (i % 247) as u8).collect();
+    std::fs::write(&file, &content).unwrap();
+    let base = format!("ftp://pat:pw@{addr}");
+    let up = curl(&["-T", file.to_str().unwrap(), &format!("{base}/paced.bin")]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let down = curl(&[&format!("{base}/paced.bin")]);
+    assert!(down.stdout == content, "byte-identical when paced");
+    // The transfer log's rate (MB/s, 10^6) of each: never above 1 MiB/s.
+    server.wait_for_stderr("kind=\"RETR\"");
+    let log = server.stderr();
+    let rates: Vec<f64> = log
+        .lines()
+        .filter(|line| line.contains("transfer") && line.contains("paced.bin"))
+        .filter_map(|line| {
+            line.split("rate_mb_s=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(rates.len(), 2, "{log}");
+    for rate in rates {
+        assert!(rate <= 1.048_576, "{rate} MB/s in\n{log}");
+    }
+}
+
+#[test]
 fn curl_works_over_ipv6() {
     let server = ServeProcess::serve(&["ftp", "--addr", "[::1]:0"], 1);
     add_user(&server, "six", "pw", &[]);

@@ -137,6 +137,7 @@ impl Ftp {
             tls: self.tls,
             require_tls: self.settings.require_tls,
             require_tls_resumption: self.settings.require_tls_resumption,
+            max_rate: self.settings.max_rate,
             anonymous_root: self.settings.anonymous_root.clone(),
         });
         let sweeping = tokio::spawn(sweep_partial_uploads(

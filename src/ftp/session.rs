@@ -58,6 +58,9 @@ pub struct FtpContext {
     pub require_tls: bool,
     /// TLS data connections must resume the control connection's session.
     pub require_tls_resumption: bool,
+    /// The most bytes per second one upload or download moves; `None`: no
+    /// limit.
+    pub max_rate: Option<u64>,
     /// Where `anonymous` logs in, read-only; `None`: no anonymous login.
     pub anonymous_root: Option<PathBuf>,
 }
@@ -1159,12 +1162,15 @@ impl Session {
         };
         let sent = AtomicU64::new(0);
         let mut listing = text.as_bytes();
+        // Listings are not paced, as in vsftpd.
+        let mut unpaced = transfer::Pace::new(None);
         let sending = transfer::download(
             &mut listing,
             &mut data,
             None,
             &sent,
             self.context.data_timeout,
+            &mut unpaced,
         );
         match self.while_transferring(sending, &sent).await? {
             Ok(()) => self.reply(226, "Listing sent").await,
@@ -1274,15 +1280,16 @@ impl Session {
         let started = Instant::now();
         let sent = AtomicU64::new(0);
         let stall = self.context.data_timeout;
+        let mut pace = transfer::Pace::new(self.context.max_rate);
         let sending = async {
             match &mut data {
                 // Bytes as they are, in the clear: the kernel copies them.
                 Stream::Plain(tcp) if !ascii => {
-                    transfer::download_zero_copy(&file, offset, tcp, &sent, stall).await
+                    transfer::download_zero_copy(&file, offset, tcp, &sent, stall, &mut pace).await
                 }
                 data => {
                     let ascii = ascii.then(Ascii::default);
-                    transfer::download(&mut file, data, ascii, &sent, stall).await
+                    transfer::download(&mut file, data, ascii, &sent, stall, &mut pace).await
                 }
             }
         };
@@ -1381,6 +1388,7 @@ impl Session {
         };
         let started = Instant::now();
         let received = AtomicU64::new(0);
+        let mut pace = transfer::Pace::new(self.context.max_rate);
         let receiving = transfer::upload(
             &mut data,
             &mut file,
@@ -1388,6 +1396,7 @@ impl Session {
             &quota,
             &received,
             self.context.data_timeout,
+            &mut pace,
         );
         let mut outcome = self.while_transferring(receiving, &received).await?;
         let bytes = received.load(Ordering::Relaxed);

@@ -116,6 +116,45 @@ async fn within<T>(
         .map_err(|_| TransferError::Stalled(stall))
 }
 
+/// Keeps a transfer at or under a rate (`ftp.max_rate`, vsftpd's
+/// `local_max_rate`): after each piece it waits until the bytes so far
+/// are due at that rate, counted from the transfer's start.
+#[derive(Debug)]
+pub struct Pace {
+    /// Bytes per second; `None`: no limit.
+    rate: Option<u64>,
+    started: tokio::time::Instant,
+    moved: u64,
+}
+
+impl Pace {
+    pub fn new(rate: Option<u64>) -> Pace {
+        Pace {
+            rate: rate.filter(|&rate| rate > 0),
+            started: tokio::time::Instant::now(),
+            moved: 0,
+        }
+    }
+
+    /// The most one read or sendfile(2) call should move: a tenth of a
+    /// second's worth, so a paced transfer flows instead of bursting.
+    fn piece(&self, most: usize) -> usize {
+        match self.rate {
+            Some(rate) => most.min(usize::try_from(rate / 10).unwrap_or(most).max(1)),
+            None => most,
+        }
+    }
+
+    /// Counts `bytes` as moved and waits until they are due.
+    async fn moved(&mut self, bytes: u64) {
+        self.moved += bytes;
+        if let Some(rate) = self.rate {
+            let due = Duration::from_secs_f64(self.moved as f64 / rate as f64);
+            tokio::time::sleep_until(self.started + due).await;
+        }
+    }
+}
+
 /// Sends `file` from where it stands to `data`, then closes `data`.
 /// `ascii` converts line ends; `sent` counts the file's bytes sent.
 ///
@@ -127,11 +166,16 @@ pub async fn download(
     mut ascii: Option<Ascii>,
     sent: &AtomicU64,
     stall: Duration,
+    pace: &mut Pace,
 ) -> Result<(), TransferError> {
     let mut buf = ReadBuffer::new();
     let mut converted = Vec::new();
     loop {
-        let read = file.read(&mut buf.0).await.map_err(TransferError::File)?;
+        let piece = pace.piece(buf.0.len());
+        let read = file
+            .read(&mut buf.0[..piece])
+            .await
+            .map_err(TransferError::File)?;
         if read == 0 {
             break;
         }
@@ -147,6 +191,7 @@ pub async fn download(
             .map_err(TransferError::Connection)?;
         sent.fetch_add(read as u64, Ordering::Relaxed);
         buf.filled(read);
+        pace.moved(read as u64).await;
     }
     within(stall, data.shutdown())
         .await?
@@ -170,21 +215,24 @@ pub async fn download_zero_copy(
     data: &mut TcpStream,
     sent: &AtomicU64,
     stall: Duration,
+    pace: &mut Pace,
 ) -> Result<(), TransferError> {
     let mut position = libc::off_t::try_from(offset)
         .map_err(|_| TransferError::File(io::Error::other("offset out of range")))?;
     let (socket, source) = (data.as_raw_fd(), file.as_raw_fd());
+    let piece = pace.piece(SENDFILE_CHUNK);
     loop {
         let moved = data.async_io(Interest::WRITABLE, || {
             // SAFETY: both descriptors stay open for the call, and
             // `position` is a valid off_t the call may update.
-            let n = unsafe { libc::sendfile(socket, source, &mut position, SENDFILE_CHUNK) };
+            let n = unsafe { libc::sendfile(socket, source, &mut position, piece) };
             usize::try_from(n).map_err(|_| io::Error::last_os_error())
         });
         match within(stall, moved).await? {
             Ok(0) => break,
             Ok(n) => {
                 sent.fetch_add(n as u64, Ordering::Relaxed);
+                pace.moved(n as u64).await;
             }
             Err(err) if is_connection_error(&err) => return Err(TransferError::Connection(err)),
             Err(err) => return Err(TransferError::File(err)),
@@ -227,12 +275,14 @@ pub async fn upload(
     quota: &QuotaWriter,
     received: &AtomicU64,
     stall: Duration,
+    pace: &mut Pace,
 ) -> Result<(), TransferError> {
     let mut buf = ReadBuffer::new();
     let mut converted = Vec::new();
     let mut writeback = Writeback::at(file).map_err(TransferError::File)?;
     loop {
-        let read = within(stall, data.read(&mut buf.0))
+        let piece = pace.piece(buf.0.len());
+        let read = within(stall, data.read(&mut buf.0[..piece]))
             .await?
             .map_err(TransferError::Connection)?;
         let bytes = match (&mut ascii, read) {
@@ -256,6 +306,7 @@ pub async fn upload(
             break;
         }
         buf.filled(read);
+        pace.moved(read as u64).await;
     }
     // Everything arrived; a client that already left is no failure.
     let _ = within(stall, data.shutdown()).await;
@@ -337,6 +388,23 @@ mod tests {
         all
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_transfer_waits_until_its_bytes_are_due() {
+        let mut pace = Pace::new(Some(1000));
+        assert_eq!(pace.piece(CHUNK), 100, "a tenth of a second's worth");
+        let started = tokio::time::Instant::now();
+        pace.moved(500).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(500));
+        pace.moved(1500).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+
+        let mut unlimited = Pace::new(None);
+        assert_eq!(unlimited.piece(CHUNK), CHUNK);
+        unlimited.moved(1 << 40).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert_eq!(Pace::new(Some(0)).piece(CHUNK), CHUNK, "0 is no limit");
+    }
+
     #[test]
     fn the_read_buffer_grows_only_while_reads_fill_it() {
         let mut buf = ReadBuffer::new();
@@ -384,6 +452,7 @@ mod tests {
             &quota,
             &received,
             Duration::from_secs(5),
+            &mut Pace::new(None),
         )
         .await;
         assert!(matches!(result, Err(TransferError::Quota(_))), "{result:?}");
@@ -402,9 +471,17 @@ mod tests {
         let content: Vec<u8> = (0..3 * CHUNK + 1234).map(|i| (i % 251) as u8).collect();
         let mut data = std::io::Cursor::new(content.clone());
         let stall = Duration::from_secs(5);
-        upload(&mut data, &mut file, None, &quota, &received, stall)
-            .await
-            .unwrap();
+        upload(
+            &mut data,
+            &mut file,
+            None,
+            &quota,
+            &received,
+            stall,
+            &mut Pace::new(None),
+        )
+        .await
+        .unwrap();
         assert!(std::fs::read(&path).unwrap() == content);
         assert_eq!(received.load(Ordering::Relaxed), content.len() as u64);
     }
@@ -426,9 +503,17 @@ mod tests {
             .collect();
         let mut data = std::io::Cursor::new(rest.clone());
         let stall = Duration::from_secs(5);
-        upload(&mut data, &mut file, None, &quota, &received, stall)
-            .await
-            .unwrap();
+        upload(
+            &mut data,
+            &mut file,
+            None,
+            &quota,
+            &received,
+            stall,
+            &mut Pace::new(None),
+        )
+        .await
+        .unwrap();
         file.sync_all().unwrap();
         let landed = std::fs::read(&path).unwrap();
         assert!(landed[..kept.len()] == kept[..] && landed[kept.len()..] == rest[..]);
