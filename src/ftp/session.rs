@@ -1447,10 +1447,8 @@ impl Session {
             }
             Err(failure) => {
                 drop(data);
-                let note = match remove_if_empty(&partial).await {
-                    0 => String::new(),
-                    kept => format!("; {kept} bytes kept: REST {kept} and STOR, or APPE, resume"),
-                };
+                let kept = tokio::fs::metadata(&partial).await.map_or(0, |m| m.len());
+                let note = format!("; {kept} bytes kept: REST {kept} and STOR, or APPE, resume");
                 self.transfer_failed(failure, &note).await
             }
         }
@@ -1577,14 +1575,16 @@ fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
-/// Removes the partial file of an upload that broke off before its first
-/// byte (nothing in it to resume); returns how many bytes it holds.
-async fn remove_if_empty(partial: &Path) -> u64 {
-    let kept = tokio::fs::metadata(partial).await.map_or(0, |m| m.len());
-    if kept == 0 {
+/// Removes the partial file of an upload whose data connection never came,
+/// if it holds nothing (it was made for this upload, and there is nothing
+/// in it to resume).
+async fn remove_if_empty(partial: &Path) {
+    if tokio::fs::metadata(partial)
+        .await
+        .is_ok_and(|m| m.len() == 0)
+    {
         let _ = tokio::fs::remove_file(partial).await;
     }
-    kept
 }
 
 /// The kept partial upload's path for a target, if the target can have one.
