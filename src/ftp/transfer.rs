@@ -388,6 +388,26 @@ mod tests {
         all
     }
 
+    /// An upload in TYPE I, unpaced, with a 5 s stall limit.
+    async fn upload_binary(
+        data: &mut std::io::Cursor<Vec<u8>>,
+        file: &mut std::fs::File,
+        quota: &QuotaWriter,
+        received: &AtomicU64,
+    ) -> Result<(), TransferError> {
+        let stall = Duration::from_secs(5);
+        upload(
+            data,
+            file,
+            None,
+            quota,
+            received,
+            stall,
+            &mut Pace::new(None),
+        )
+        .await
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_paced_transfer_waits_until_its_bytes_are_due() {
         let mut pace = Pace::new(Some(1000));
@@ -445,16 +465,7 @@ mod tests {
         let path = home.path().join("upload");
         let mut file = std::fs::File::create(&path).unwrap();
         let mut data = std::io::Cursor::new(vec![7u8; 64]);
-        let result = upload(
-            &mut data,
-            &mut file,
-            None,
-            &quota,
-            &received,
-            Duration::from_secs(5),
-            &mut Pace::new(None),
-        )
-        .await;
+        let result = upload_binary(&mut data, &mut file, &quota, &received).await;
         assert!(matches!(result, Err(TransferError::Quota(_))), "{result:?}");
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
         assert_eq!(received.load(Ordering::Relaxed), 0);
@@ -470,18 +481,9 @@ mod tests {
         let mut file = std::fs::File::create(&path).unwrap();
         let content: Vec<u8> = (0..3 * CHUNK + 1234).map(|i| (i % 251) as u8).collect();
         let mut data = std::io::Cursor::new(content.clone());
-        let stall = Duration::from_secs(5);
-        upload(
-            &mut data,
-            &mut file,
-            None,
-            &quota,
-            &received,
-            stall,
-            &mut Pace::new(None),
-        )
-        .await
-        .unwrap();
+        upload_binary(&mut data, &mut file, &quota, &received)
+            .await
+            .unwrap();
         assert!(std::fs::read(&path).unwrap() == content);
         assert_eq!(received.load(Ordering::Relaxed), content.len() as u64);
     }
@@ -502,18 +504,9 @@ mod tests {
             .map(|i| (i % 253) as u8)
             .collect();
         let mut data = std::io::Cursor::new(rest.clone());
-        let stall = Duration::from_secs(5);
-        upload(
-            &mut data,
-            &mut file,
-            None,
-            &quota,
-            &received,
-            stall,
-            &mut Pace::new(None),
-        )
-        .await
-        .unwrap();
+        upload_binary(&mut data, &mut file, &quota, &received)
+            .await
+            .unwrap();
         file.sync_all().unwrap();
         let landed = std::fs::read(&path).unwrap();
         assert!(landed[..kept.len()] == kept[..] && landed[kept.len()..] == rest[..]);
