@@ -1151,6 +1151,56 @@ fn curl_uses_explicit_tls_and_plain_logins_are_refused_when_it_is_required() {
 }
 
 #[test]
+fn the_implicit_tls_flag_needs_a_certificate_and_adds_an_endpoint() {
+    let data = tempfile::tempdir().unwrap();
+    let output = run_sockit(
+        &[
+            "serve",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "ftp",
+            "--addr",
+            "127.0.0.1:0",
+            "--implicit-tls-addr",
+            "127.0.0.1:0",
+        ],
+        b"",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "sockit: --implicit-tls-addr needs ftp.tls_cert and ftp.tls_key in the config"
+    );
+
+    // With them in the config, the flag adds the implicit FTPS endpoint.
+    let (cert_file, key_file) = support::self_signed_pair(data.path());
+    let config = data.path().join("sockit.toml");
+    std::fs::write(
+        &config,
+        format!("[ftp]\ntls_cert = {cert_file:?}\ntls_key = {key_file:?}\n"),
+    )
+    .unwrap();
+    let server = ServeProcess::start(
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "ftp",
+            "--addr",
+            "127.0.0.1:0",
+            "--implicit-tls-addr",
+            "127.0.0.1:0",
+        ],
+        2,
+    );
+    let implicit = server.address("ftp", "ftps");
+    assert_ne!(implicit, server.address("ftp", "tcp"));
+}
+
+#[test]
 fn data_connections_resume_the_control_tls_session_and_may_be_required_to() {
     let (server, addr) = start_tls("require_tls = true\nrequire_tls_resumption = true\n", 1);
     add_user(&server, "rue", "pw", &[]);
