@@ -564,23 +564,18 @@ impl FileConfig {
             &self.ftp.tls_cert,
             &self.ftp.tls_key,
         )?;
-        if self.ftp.require_tls && ftp_tls.is_none() {
-            return Err(out_of_range(
-                "ftp.require_tls",
-                "needs ftp.tls_cert and ftp.tls_key",
-            ));
-        }
-        if self.ftp.require_tls_resumption && ftp_tls.is_none() {
-            return Err(out_of_range(
+        let needs_tls = [
+            (self.ftp.require_tls, "ftp.require_tls"),
+            (
+                self.ftp.require_tls_resumption,
                 "ftp.require_tls_resumption",
-                "needs ftp.tls_cert and ftp.tls_key",
-            ));
-        }
-        if self.ftp.implicit_tls && ftp_tls.is_none() {
-            return Err(out_of_range(
-                "ftp.implicit_tls",
-                "needs ftp.tls_cert and ftp.tls_key",
-            ));
+            ),
+            (self.ftp.implicit_tls, "ftp.implicit_tls"),
+        ];
+        if ftp_tls.is_none()
+            && let Some((_, key)) = needs_tls.into_iter().find(|(wanted, _)| *wanted)
+        {
+            return Err(out_of_range(key, "needs ftp.tls_cert and ftp.tls_key"));
         }
         let ftp = self.ftp.enabled.then(|| FtpSettings {
             addr: SocketAddr::new(bind, self.ftp.port),

@@ -39,6 +39,17 @@ fn add_user_in(data_dir: &Path, name: &str, password: &str, extra: &[&str]) {
     );
 }
 
+/// Runs curl and fails the test, with curl's message, if curl failed.
+fn curl_ok(args: &[&str]) -> std::process::Output {
+    let output = curl(args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 fn curl(args: &[&str]) -> std::process::Output {
     Command::new("curl")
         .args(["--silent", "--show-error", "--max-time", "60"])
@@ -252,7 +263,7 @@ fn curl_resumes_a_download_and_renames() {
     let partial = scratch.path().join("big.bin");
     std::fs::write(&partial, &content[..400_000]).unwrap();
     let base = format!("ftp://carol:pw@{addr}");
-    let resumed = curl(&[
+    curl_ok(&[
         "-C",
         "-",
         "-o",
@@ -260,16 +271,11 @@ fn curl_resumes_a_download_and_renames() {
         &format!("{base}/big.bin"),
     ]);
     assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
-    assert!(
         std::fs::read(&partial).unwrap() == content,
         "the resumed download is byte-identical"
     );
 
-    let renamed = curl(&[
+    curl_ok(&[
         "-Q",
         "RNFR big.bin",
         "-Q",
@@ -277,11 +283,6 @@ fn curl_resumes_a_download_and_renames() {
         "--list-only",
         &format!("{base}/"),
     ]);
-    assert!(
-        renamed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&renamed.stderr)
-    );
     assert!(home.join("moved.bin").exists() && !home.join("big.bin").exists());
     let onto_existing = curl(&[
         "-Q",
@@ -514,12 +515,7 @@ fn the_server_killed_mid_upload_leaves_the_old_file_and_curl_resumes() {
 /// `curl -C -` uploads `file` to `url` again (it asks SIZE, skips that much
 /// of the file and sends APPE); the server's `stored` must then equal it.
 fn resume_upload_with_curl(file: &Path, url: &str, stored: &Path) {
-    let resumed = curl(&["-C", "-", "-T", file.to_str().unwrap(), url]);
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
+    curl_ok(&["-C", "-", "-T", file.to_str().unwrap(), url]);
     assert!(
         std::fs::read(stored).unwrap() == std::fs::read(file).unwrap(),
         "byte-identical"
@@ -708,8 +704,9 @@ fn write_tree(root: &Path) -> Vec<String> {
     paths
 }
 
-/// Runs lftp's `script` as `user` on the plain FTP server at `addr`.
-fn lftp(addr: &str, user: &str, script: &str) -> std::process::Output {
+/// Runs lftp's `script` as `user` on the plain FTP server at `addr`, which
+/// must succeed.
+fn lftp(addr: &str, user: &str, script: &str) {
     lftp_url(
         &format!("ftp://{addr}"),
         Some(user),
@@ -718,17 +715,24 @@ fn lftp(addr: &str, user: &str, script: &str) -> std::process::Output {
 }
 
 /// Runs lftp's `script` against `url` (logged in as `user`, if given),
-/// stopping at the first failing command, with one retry and 20 s timeouts.
-fn lftp_url(url: &str, user: Option<&str>, script: &str) -> std::process::Output {
+/// stopping at the first failing command, with one retry and 20 s timeouts;
+/// fails the test, with lftp's message, if lftp failed.
+fn lftp_url(url: &str, user: Option<&str>, script: &str) {
     let settings = "set cmd:fail-exit yes; set net:max-retries 1; set net:timeout 20";
     let mut lftp = Command::new("lftp");
     if let Some(user) = user {
         lftp.args(["-u", user]);
     }
-    lftp.args(["-e", &format!("{settings}; {script}; quit")])
+    let output = lftp
+        .args(["-e", &format!("{settings}; {script}; quit")])
         .arg(url)
         .output()
-        .expect("lftp is installed (scripts/test installs it)")
+        .expect("lftp is installed (scripts/test installs it)");
+    assert!(
+        output.status.success(),
+        "lftp {script}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
@@ -740,7 +744,7 @@ fn lftp_mirrors_a_tree_up_and_back_byte_identical_in_both_modes() {
     let paths = write_tree(local.path());
     assert_eq!(paths.len(), 500);
     for (passive, remote) in [("on", "up-passive"), ("off", "up-active")] {
-        let up = lftp(
+        lftp(
             &addr,
             "lena,pw",
             &format!(
@@ -748,24 +752,14 @@ fn lftp_mirrors_a_tree_up_and_back_byte_identical_in_both_modes() {
                 local.path().display()
             ),
         );
-        assert!(
-            up.status.success(),
-            "mirror -R, passive {passive}: {}",
-            String::from_utf8_lossy(&up.stderr)
-        );
         let back = tempfile::tempdir().unwrap();
-        let down = lftp(
+        lftp(
             &addr,
             "lena,pw",
             &format!(
                 "set ftp:passive-mode {passive}; mirror {remote} {}",
                 back.path().join("t").display()
             ),
-        );
-        assert!(
-            down.status.success(),
-            "mirror, passive {passive}: {}",
-            String::from_utf8_lossy(&down.stderr)
         );
         for path in &paths {
             let original = std::fs::read(local.path().join(path)).unwrap();
@@ -909,15 +903,10 @@ fn lftp_mirror_keeps_modification_times_through_mfmt() {
         .unwrap()
         .set_modified(then)
         .unwrap();
-    let up = lftp(
+    lftp(
         &addr,
         "max,pw",
         &format!("mirror -R {} up", local.path().display()),
-    );
-    assert!(
-        up.status.success(),
-        "lftp: {}",
-        String::from_utf8_lossy(&up.stderr)
     );
     let uploaded = server.data_dir().join("homes/max/up/old.txt");
     assert_eq!(
@@ -1028,13 +1017,8 @@ fn max_rate_paces_uploads_and_downloads() {
     let content: Vec<u8> = (0..1_500_000u32).map(|i| (i % 247) as u8).collect();
     std::fs::write(&file, &content).unwrap();
     let base = format!("ftp://pat:pw@{addr}");
-    let up = curl(&["-T", file.to_str().unwrap(), &format!("{base}/paced.bin")]);
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
-    let down = curl(&[&format!("{base}/paced.bin")]);
+    curl_ok(&["-T", file.to_str().unwrap(), &format!("{base}/paced.bin")]);
+    let down = curl_ok(&[&format!("{base}/paced.bin")]);
     assert!(down.stdout == content, "byte-identical when paced");
     // The transfer log's rate (MB/s, 10^6) of each: never above 1 MiB/s.
     server.wait_for_stderr("kind=\"RETR\"");
@@ -1135,11 +1119,6 @@ fn curl_uses_explicit_tls_and_plain_logins_are_refused_when_it_is_required() {
         String::from_utf8_lossy(&up.stderr)
     );
     let down = curl(&[&tls[..], &[format!("{base}/secret.bin").as_str()]].concat());
-    assert!(
-        down.status.success(),
-        "{}",
-        String::from_utf8_lossy(&down.stderr)
-    );
     assert!(down.stdout == content, "byte-identical through TLS");
     let listed = curl(&[&tls[..], &["--list-only", &format!("{base}/")]].concat());
     assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "secret.bin");
@@ -1153,19 +1132,15 @@ fn curl_uses_explicit_tls_and_plain_logins_are_refused_when_it_is_required() {
 #[test]
 fn the_implicit_tls_flag_needs_a_certificate_and_adds_an_endpoint() {
     let data = tempfile::tempdir().unwrap();
-    let output = run_sockit(
-        &[
-            "serve",
-            "--data-dir",
-            data.path().to_str().unwrap(),
-            "ftp",
-            "--addr",
-            "127.0.0.1:0",
-            "--implicit-tls-addr",
-            "127.0.0.1:0",
-        ],
-        b"",
-    );
+    let dir = data.path().to_str().unwrap();
+    let ftp = [
+        "ftp",
+        "--addr",
+        "127.0.0.1:0",
+        "--implicit-tls-addr",
+        "127.0.0.1:0",
+    ];
+    let output = run_sockit(&[&["serve", "--data-dir", dir][..], &ftp].concat(), b"");
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(
@@ -1181,21 +1156,14 @@ fn the_implicit_tls_flag_needs_a_certificate_and_adds_an_endpoint() {
         format!("[ftp]\ntls_cert = {cert_file:?}\ntls_key = {key_file:?}\n"),
     )
     .unwrap();
-    let server = ServeProcess::start(
-        &[
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-            data.path().to_str().unwrap(),
-            "ftp",
-            "--addr",
-            "127.0.0.1:0",
-            "--implicit-tls-addr",
-            "127.0.0.1:0",
-        ],
-        2,
-    );
+    let serve = [
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        dir,
+    ];
+    let server = ServeProcess::start(&[&serve[..], &ftp].concat(), 2);
     let implicit = server.address("ftp", "ftps");
     assert_ne!(implicit, server.address("ftp", "tcp"));
 }
@@ -1239,41 +1207,26 @@ fn curl_and_lftp_use_implicit_tls_and_a_plain_client_gets_no_greeting() {
     let file = scratch.path().join("implicit.bin");
     let content: Vec<u8> = (0..1_500_000u32).map(|i| (i % 239) as u8).collect();
     std::fs::write(&file, &content).unwrap();
-    let up = curl(&[
+    curl_ok(&[
         "--insecure",
         "-T",
         file.to_str().unwrap(),
         &format!("{base}/implicit.bin"),
     ]);
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
-    let down = curl(&["--insecure", &format!("{base}/implicit.bin")]);
-    assert!(
-        down.status.success(),
-        "{}",
-        String::from_utf8_lossy(&down.stderr)
-    );
+    let down = curl_ok(&["--insecure", &format!("{base}/implicit.bin")]);
     assert!(
         down.stdout == content,
         "byte-identical through implicit TLS"
     );
 
     let back = tempfile::tempdir().unwrap();
-    let mirrored = lftp_url(
+    lftp_url(
         &base,
         None,
         &format!(
             "set ssl:verify-certificate no; mirror / {}",
             back.path().display()
         ),
-    );
-    assert!(
-        mirrored.status.success(),
-        "lftp: {}",
-        String::from_utf8_lossy(&mirrored.stderr)
     );
     assert!(std::fs::read(back.path().join("implicit.bin")).unwrap() == content);
 
@@ -1336,7 +1289,7 @@ fn ftplib_and_lftp_use_explicit_tls() {
         )
         .unwrap();
     }
-    let up = lftp_url(
+    lftp_url(
         &format!("ftp://{addr}"),
         Some("uma,pw"),
         &format!(
@@ -1344,11 +1297,6 @@ fn ftplib_and_lftp_use_explicit_tls() {
              set ssl:verify-certificate no; mirror -R {} tree",
             local.path().display()
         ),
-    );
-    assert!(
-        up.status.success(),
-        "lftp: {}",
-        String::from_utf8_lossy(&up.stderr)
     );
     let home = server.data_dir().join("homes/uma/tree");
     for i in 0..20 {
@@ -1450,15 +1398,10 @@ fn lftp_continues_an_interrupted_upload() {
     );
 
     // `put -c` asks SIZE, then sends REST and STOR for the rest.
-    let resumed = lftp(
+    lftp(
         &addr,
         "kim,pw",
         &format!("put -c {} -o video.bin", file.display()),
-    );
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
     );
     assert!(
         std::fs::read(home.join("video.bin")).unwrap() == content,

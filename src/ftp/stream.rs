@@ -24,7 +24,6 @@ use tokio_rustls::server::TlsStream;
 /// 1.3 session tickets: a client that only writes on an upload's data
 /// connection would never read them, and closing a socket with unread data
 /// resets it, which cut uploads short.
-#[derive(Clone)]
 pub struct SessionTls {
     pub control: TlsAcceptor,
     pub data: TlsAcceptor,

@@ -349,9 +349,15 @@ fn run_worker(
                         }
                         Some(tls) => match timeout(TLS_HANDSHAKE_LIMIT, tls.accept(stream)).await {
                             Ok(Ok(stream)) => {
-                                let traffic = &traffic;
-                                serve_connection(app, stream, peer, traffic, idle_timeout, shutdown)
-                                    .await
+                                serve_connection(
+                                    app,
+                                    stream,
+                                    peer,
+                                    &traffic,
+                                    idle_timeout,
+                                    shutdown,
+                                )
+                                .await
                             }
                             Ok(Err(err)) => Err(format!("TLS handshake: {err}").into()),
                             Err(_) => Err("TLS handshake timed out".into()),
