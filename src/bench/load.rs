@@ -5,16 +5,22 @@
 //! reads the replies and compares each byte with what an uppercase (or plain)
 //! echo must return; a wrong or short reply is an error, never a success.
 //! Each connection cycles through 16 different requests, so a reply left over
-//! from an earlier round trip cannot pass for the current one.
+//! from an earlier round trip cannot pass for the current one. The echo load
+//! runs on plain epoll loops (mio) rather than Tokio tasks, so that the
+//! generator spends as little as a C one per round trip and the server under
+//! test, not the generator, sets the pace.
 
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use mio::event::Event;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use tokio::net::UdpSocket;
 
 use crate::echo::Transform;
 
@@ -27,6 +33,15 @@ pub struct EchoLoad {
     pub pipeline: usize,
     pub duration: Duration,
     pub expect: Transform,
+    /// Event loops (threads) generating the load.
+    pub threads: usize,
+}
+
+impl EchoLoad {
+    /// Messages in flight per connection.
+    fn depth(&self) -> usize {
+        self.pipeline.max(1)
+    }
 }
 
 /// Live counters a progress line can read while a load runs.
@@ -69,79 +84,326 @@ fn message(conn: usize, round: u64, size: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Runs an echo load to its end.
-pub async fn echo(load: EchoLoad, progress: Arc<Progress>) -> EchoOutcome {
+/// Runs an echo load to its end on `load.threads` event loops of its own.
+/// This call blocks until the load is over; async callers run it on the
+/// blocking pool.
+///
+/// # Errors
+/// The system refuses an event loop (an epoll instance) or a thread.
+pub fn echo(load: EchoLoad, progress: Arc<Progress>) -> std::io::Result<EchoOutcome> {
+    let threads = load.threads.clamp(1, load.conns.max(1));
+    // Connections are dealt out in turn, so each loop gets its share. Their
+    // requests are built before the clock starts: with large messages that
+    // takes a while.
+    let shares: Vec<Vec<Requests>> = (0..threads)
+        .map(|index| {
+            (index..load.conns)
+                .step_by(threads)
+                .map(|conn| requests(&load, conn))
+                .collect()
+        })
+        .collect();
     let started = Instant::now();
-    let deadline = tokio::time::Instant::now() + load.duration;
-    let mut tasks = tokio::task::JoinSet::new();
-    for conn in 0..load.conns {
-        let progress = progress.clone();
-        tasks.spawn(connection(load, conn, deadline, progress));
-    }
-    let mut outcome = EchoOutcome {
-        round_trips: 0,
-        bytes: 0,
-        errors: 0,
-        connect_failures: 0,
-        starved: 0,
-        elapsed: Duration::ZERO,
-        latency: histogram(),
-        connect: histogram(),
-    };
-    while let Some(done) = tasks.join_next().await {
-        let Ok(one) = done else {
-            outcome.errors += 1;
-            continue;
-        };
-        match one.connect_us {
-            Some(us) => {
-                let _ = outcome.connect.record(us.max(1));
-            }
-            None => outcome.connect_failures += 1,
-        }
-        if one.round_trips == 0 && one.connect_us.is_some() {
-            outcome.starved += 1;
-        }
-        outcome.round_trips += one.round_trips;
-        outcome.errors += one.errors;
-        outcome.bytes += one.round_trips * load.size as u64 * 2;
-        let _ = outcome.latency.add(&one.latency);
+    let deadline = started + load.duration;
+    let loops = shares
+        .into_iter()
+        .enumerate()
+        .map(|(index, share)| {
+            let progress = progress.clone();
+            std::thread::Builder::new()
+                .name(format!("sockit-load-{index}"))
+                .spawn(move || event_loop(&load, share, deadline, &progress))
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut outcome = EchoOutcome::empty();
+    for handle in loops {
+        let one = handle
+            .join()
+            .map_err(|_| std::io::Error::other("a load thread panicked"))??;
+        outcome.add(&one);
     }
     outcome.elapsed = started.elapsed();
-    outcome
+    Ok(outcome)
 }
 
-struct ConnectionOutcome {
-    connect_us: Option<u64>,
+impl EchoOutcome {
+    fn empty() -> EchoOutcome {
+        EchoOutcome {
+            round_trips: 0,
+            bytes: 0,
+            errors: 0,
+            connect_failures: 0,
+            starved: 0,
+            elapsed: Duration::ZERO,
+            latency: histogram(),
+            connect: histogram(),
+        }
+    }
+
+    /// Adds the counts and latencies of `other` (its `elapsed` is ignored).
+    fn add(&mut self, other: &EchoOutcome) {
+        self.round_trips += other.round_trips;
+        self.bytes += other.bytes;
+        self.errors += other.errors;
+        self.connect_failures += other.connect_failures;
+        self.starved += other.starved;
+        let _ = self.latency.add(&other.latency);
+        let _ = self.connect.add(&other.connect);
+    }
+}
+
+/// One thread's share of the load: its connections driven by one epoll
+/// loop, as a C load generator would, until the deadline. Everything is
+/// non-blocking: connects complete on a writable event, requests are written
+/// as far as the socket takes them, and replies are read as they arrive.
+fn event_loop(
+    load: &EchoLoad,
+    share: Vec<Requests>,
+    deadline: Instant,
+    progress: &Progress,
+) -> std::io::Result<EchoOutcome> {
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    let mut outcome = EchoOutcome::empty();
+    let mut connections: Vec<Option<Connection>> = Vec::with_capacity(share.len());
+    for (slot, requests) in share.into_iter().enumerate() {
+        let opened = Connection::open(load, requests).and_then(|mut connection| {
+            poll.registry().register(
+                &mut connection.stream,
+                Token(slot),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(connection)
+        });
+        match opened {
+            Ok(connection) => connections.push(Some(connection)),
+            Err(_) => {
+                outcome.connect_failures += 1;
+                connections.push(None);
+            }
+        }
+    }
+    let mut open = connections.iter().flatten().count();
+    while open > 0 {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        if let Err(err) = poll.poll(&mut events, Some(left)) {
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        let (round_trips, errors) = (outcome.round_trips, outcome.errors);
+        for event in &events {
+            let slot = &mut connections[event.token().0];
+            let Some(connection) = slot else { continue };
+            if let Err(failure) = connection.on_event(event, load, &mut outcome) {
+                if failure == Failure::Exchange {
+                    outcome.errors += load.depth() as u64;
+                }
+                if let Some(mut connection) = slot.take() {
+                    let _ = poll.registry().deregister(&mut connection.stream);
+                    connection.finish(&mut outcome);
+                }
+                open -= 1;
+            }
+        }
+        progress
+            .round_trips
+            .fetch_add(outcome.round_trips - round_trips, Ordering::Relaxed);
+        progress
+            .errors
+            .fetch_add(outcome.errors - errors, Ordering::Relaxed);
+    }
+    for connection in connections.into_iter().flatten() {
+        connection.finish(&mut outcome);
+    }
+    outcome.bytes = outcome.round_trips * load.size as u64 * 2;
+    Ok(outcome)
+}
+
+/// Why a connection of the load stopped before the deadline.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// The connect failed.
+    Connect,
+    /// A request or reply broke off: the server closed, reset, or sent more
+    /// than the reply.
+    Exchange,
+}
+
+/// One connection of the load and where its current round trip stands.
+struct Connection {
+    stream: TcpStream,
+    /// When the connect began, while it has not completed.
+    connecting: Option<Instant>,
+    requests: Requests,
+    turn: usize,
+    written: usize,
+    /// One byte more than a reply: a read that fills it means the server
+    /// sent bytes nobody asked for, and any other read that returns less
+    /// than asked has drained the socket (TCP hands over all it has), so no
+    /// read(2) is spent learning that it would block.
+    reply: Vec<u8>,
+    filled: usize,
+    /// When the current round trip began: the end of the previous one (only
+    /// checking the reply lies between them), so one clock read each.
+    sent: Instant,
     round_trips: u64,
-    errors: u64,
-    latency: Histogram<u64>,
 }
 
-async fn connection(
-    load: EchoLoad,
-    conn: usize,
-    deadline: tokio::time::Instant,
-    progress: Arc<Progress>,
-) -> ConnectionOutcome {
-    let mut outcome = ConnectionOutcome {
-        connect_us: None,
-        round_trips: 0,
-        errors: 0,
-        latency: histogram(),
-    };
-    let connecting = Instant::now();
-    let Ok(Ok(mut stream)) = tokio::time::timeout_at(deadline, TcpStream::connect(load.addr)).await
-    else {
-        return outcome;
-    };
-    outcome.connect_us = Some(connecting.elapsed().as_micros() as u64);
-    let _ = stream.set_nodelay(true);
-    let depth = load.pipeline.max(1);
-    // A few distinct requests per connection, used in turn: any reply left
-    // over from one of the last VARIANTS - 1 round trips cannot pass for the
-    // current one, and no message is built on the hot path.
-    let batches: Vec<(Vec<u8>, Vec<u8>)> = (0..VARIANTS)
+impl Connection {
+    /// Starts a non-blocking connect for a connection that will send
+    /// `requests`.
+    fn open(load: &EchoLoad, requests: Requests) -> std::io::Result<Connection> {
+        let began = Instant::now();
+        Ok(Connection {
+            stream: TcpStream::connect(load.addr)?,
+            connecting: Some(began),
+            requests,
+            turn: 0,
+            written: 0,
+            reply: vec![0; load.size * load.depth() + 1],
+            filled: 0,
+            sent: began,
+            round_trips: 0,
+        })
+    }
+
+    /// Moves the connection on as far as `event` allows.
+    fn on_event(
+        &mut self,
+        event: &Event,
+        load: &EchoLoad,
+        outcome: &mut EchoOutcome,
+    ) -> Result<(), Failure> {
+        if let Some(began) = self.connecting {
+            // A writable event ends a connect, in success or failure; the
+            // peer address tells which (mio's documented check).
+            match (self.stream.take_error(), self.stream.peer_addr()) {
+                (Ok(None), Ok(_)) => {}
+                (Ok(None), Err(err)) if err.kind() == std::io::ErrorKind::NotConnected => {
+                    return Ok(());
+                }
+                _ => return Err(Failure::Connect),
+            }
+            self.connecting = None;
+            let _ = outcome
+                .connect
+                .record((began.elapsed().as_micros() as u64).max(1));
+            let _ = self.stream.set_nodelay(true);
+            self.sent = Instant::now();
+            return self.write();
+        }
+        if event.is_writable() && self.written < self.requests[self.turn].0.len() {
+            self.write()?;
+        }
+        let closing = event.is_read_closed() || event.is_error();
+        if event.is_readable() || closing {
+            self.read(load, outcome, closing)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what the socket takes of the current request.
+    fn write(&mut self) -> Result<(), Failure> {
+        let request = &self.requests[self.turn].0;
+        while self.written < request.len() {
+            match self.stream.write(&request[self.written..]) {
+                Ok(0) => return Err(Failure::Exchange),
+                Ok(n) => self.written += n,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(Failure::Exchange),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what has arrived of the reply; a complete reply is checked,
+    /// and the next request goes out at once. When the event also reported
+    /// the peer closing (`closing`), reading goes on until the close itself
+    /// is read: its edge has been taken, so no other event will report it.
+    fn read(
+        &mut self,
+        load: &EchoLoad,
+        outcome: &mut EchoOutcome,
+        closing: bool,
+    ) -> Result<(), Failure> {
+        let reply_len = self.reply.len() - 1;
+        loop {
+            match self.stream.read(&mut self.reply[self.filled..]) {
+                Ok(0) => return Err(Failure::Exchange),
+                Ok(n) => self.filled += n,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(Failure::Exchange),
+            }
+            if self.filled > reply_len {
+                return Err(Failure::Exchange);
+            }
+            if self.filled == reply_len {
+                self.check(load, outcome);
+                self.write()?;
+            }
+            // A read shorter than asked took everything there was.
+            if !closing {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Compares a complete reply with what the echo must return, message by
+    /// message, and starts the next round trip.
+    fn check(&mut self, load: &EchoLoad, outcome: &mut EchoOutcome) {
+        let received = Instant::now();
+        let micros = (received.duration_since(self.sent).as_micros() as u64).max(1);
+        self.sent = received;
+        let expected = &self.requests[self.turn].1;
+        let size = load.size.max(1);
+        for (got, want) in self.reply[..self.filled]
+            .chunks(size)
+            .zip(expected.chunks(size))
+        {
+            if got == want {
+                self.round_trips += 1;
+                outcome.round_trips += 1;
+                let _ = outcome.latency.record(micros);
+            } else {
+                outcome.errors += 1;
+            }
+        }
+        self.turn = (self.turn + 1) % self.requests.len();
+        self.written = 0;
+        self.filled = 0;
+    }
+
+    /// Counts the connection in the outcome as it ends: a connect that never
+    /// completed failed; a connection that completed no round trip starved.
+    fn finish(self, outcome: &mut EchoOutcome) {
+        if self.connecting.is_some() {
+            outcome.connect_failures += 1;
+        } else if self.round_trips == 0 {
+            outcome.starved += 1;
+        }
+    }
+}
+
+/// The distinct requests a connection sends in turn, each with the reply it
+/// must get (one request is `pipeline` messages).
+type Requests = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The requests of connection number `conn`: 16 distinct ones, so that any
+/// reply left over from one of the last 15 round trips cannot pass for the
+/// current one and no message is built on the hot path; fewer, down to two,
+/// when requests are large, so that they take at most about 64 KiB per
+/// connection (with two, a reply repeated or left over from the round trip
+/// before still differs from the one expected).
+fn requests(load: &EchoLoad, conn: usize) -> Requests {
+    let depth = load.depth();
+    let variants = (64 * 1024 / (load.size * depth).max(1)).clamp(2, 16);
+    (0..variants)
         .map(|variant| {
             let mut request = Vec::with_capacity(load.size * depth);
             for slot in 0..depth {
@@ -155,88 +417,8 @@ async fn connection(
             load.expect.apply(&mut expected);
             (request, expected)
         })
-        .collect();
-    let reply_len = load.size * depth;
-    // One byte more than a reply: the read that completes a reply then
-    // returns less than the buffer, which tells Tokio the socket is drained,
-    // so the next read waits for readiness instead of trying a read(2) that
-    // can only say "would block" (a third system call per round trip).
-    let mut reply = vec![0u8; reply_len + 1];
-    let time_is_up = tokio::time::sleep_until(deadline);
-    tokio::pin!(time_is_up);
-    // One clock read per round trip: the end of one is the start of the next
-    // (only checking the reply lies between them).
-    let mut sent = Instant::now();
-    for (request, expected) in batches.iter().cycle() {
-        let exchange = async {
-            if request.len() <= SEQUENTIAL_LIMIT {
-                // Small enough to sit in the socket buffers: write, then read.
-                stream.write_all(request).await?;
-                read_reply(&mut stream, &mut reply).await
-            } else {
-                let (mut reader, mut writer) = stream.split();
-                let (written, read) = tokio::join!(
-                    writer.write_all(request),
-                    read_reply(&mut reader, &mut reply)
-                );
-                written.and(read)
-            }
-        };
-        let exchanged = tokio::select! {
-            biased;
-            _ = &mut time_is_up => break,
-            exchanged = exchange => exchanged,
-        };
-        if exchanged.is_err() {
-            outcome.errors += depth as u64;
-            progress.errors.fetch_add(depth as u64, Ordering::Relaxed);
-            break;
-        }
-        let received = Instant::now();
-        let micros = (received.duration_since(sent).as_micros() as u64).max(1);
-        sent = received;
-        for (got, want) in reply[..reply_len]
-            .chunks(load.size.max(1))
-            .zip(expected.chunks(load.size.max(1)))
-        {
-            if got == want {
-                outcome.round_trips += 1;
-                let _ = outcome.latency.record(micros);
-            } else {
-                outcome.errors += 1;
-                progress.errors.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        progress
-            .round_trips
-            .fetch_add(depth as u64, Ordering::Relaxed);
-    }
-    outcome
+        .collect()
 }
-
-/// Reads one reply: all of `buf` but its last byte. More than that means
-/// the server sent bytes nobody asked for, which is an error.
-async fn read_reply(stream: &mut (impl AsyncRead + Unpin), buf: &mut [u8]) -> std::io::Result<()> {
-    let want = buf.len() - 1;
-    let mut filled = 0;
-    while filled < want {
-        match stream.read(&mut buf[filled..]).await? {
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            n => filled += n,
-        }
-    }
-    if filled > want {
-        return Err(std::io::Error::other("the server sent more than the reply"));
-    }
-    Ok(())
-}
-
-/// Distinct requests each connection cycles through.
-const VARIANTS: usize = 16;
-
-/// Requests up to this size are written whole before the reply is read; larger
-/// ones are written and read at once, as they may not fit in socket buffers.
-const SEQUENTIAL_LIMIT: usize = 64 * 1024;
 
 /// What a UDP load measured.
 #[derive(Debug, Clone)]
@@ -335,7 +517,8 @@ pub async fn connect(addr: SocketAddr, concurrency: usize, duration: Duration) -
             let mut latency = histogram();
             while tokio::time::Instant::now() < deadline {
                 let at = Instant::now();
-                match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+                match tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(addr)).await
+                {
                     Ok(Ok(stream)) => {
                         ok += 1;
                         let _ = latency.record((at.elapsed().as_micros() as u64).max(1));
@@ -366,6 +549,113 @@ pub async fn connect(addr: SocketAddr, concurrency: usize, duration: Duration) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load(addr: SocketAddr, conns: usize, pipeline: usize, threads: usize) -> EchoLoad {
+        EchoLoad {
+            addr,
+            conns,
+            size: 64,
+            pipeline,
+            duration: Duration::from_millis(300),
+            expect: Transform::Upper,
+            threads,
+        }
+    }
+
+    /// A blocking server on a loopback port: `serve` runs on a thread of its
+    /// own for each connection.
+    fn server(serve: fn(std::net::TcpStream)) -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || serve(stream));
+            }
+        });
+        addr
+    }
+
+    fn upper_echo(mut stream: std::net::TcpStream) {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stream.read(&mut buf) {
+            buf[..n].make_ascii_uppercase();
+            if stream.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    }
+
+    #[test]
+    fn a_correct_echo_gives_round_trips_on_every_connection_and_thread() {
+        let addr = server(upper_echo);
+        let progress = Arc::new(Progress::default());
+        let outcome = echo(load(addr, 6, 4, 2), progress.clone()).unwrap();
+        assert_eq!(outcome.errors, 0);
+        assert_eq!(outcome.starved, 0);
+        assert_eq!(outcome.connect_failures, 0);
+        assert!(outcome.round_trips > 0);
+        assert_eq!(outcome.round_trips % 4, 0, "whole pipelines are counted");
+        assert_eq!(outcome.bytes, outcome.round_trips * 64 * 2);
+        assert_eq!(outcome.latency.len(), outcome.round_trips);
+        assert_eq!(outcome.connect.len(), 6);
+        assert_eq!(
+            progress.round_trips.load(Ordering::Relaxed),
+            outcome.round_trips
+        );
+    }
+
+    #[test]
+    fn a_server_that_never_answers_starves_every_connection() {
+        let addr = server(|mut stream| {
+            let mut buf = [0u8; 4096];
+            while let Ok(1..) = stream.read(&mut buf) {}
+        });
+        let outcome = echo(load(addr, 3, 1, 1), Arc::default()).unwrap();
+        assert_eq!(outcome.round_trips, 0);
+        assert_eq!(outcome.starved, 3);
+        assert_eq!(outcome.errors, 0);
+    }
+
+    #[test]
+    fn a_reply_with_bytes_nobody_asked_for_is_an_error() {
+        let addr = server(|mut stream| {
+            let mut buf = [0u8; 64];
+            if stream.read_exact(&mut buf).is_ok() {
+                // One write, so the extra bytes arrive with the reply.
+                let reply = [buf.to_ascii_uppercase().as_slice(), b"extra"].concat();
+                let _ = stream.write_all(&reply);
+            }
+            let _ = stream.read(&mut buf);
+        });
+        let outcome = echo(load(addr, 2, 1, 1), Arc::default()).unwrap();
+        assert_eq!(outcome.round_trips, 0);
+        assert_eq!(outcome.errors, 2);
+        assert_eq!(outcome.starved, 2);
+    }
+
+    #[test]
+    fn a_server_that_closes_midway_is_an_error_not_a_success() {
+        let addr = server(|mut stream| {
+            let mut buf = [0u8; 32];
+            let _ = stream.read_exact(&mut buf);
+            let _ = stream.write_all(&buf.to_ascii_uppercase());
+        });
+        let outcome = echo(load(addr, 2, 1, 1), Arc::default()).unwrap();
+        assert_eq!(outcome.round_trips, 0);
+        assert_eq!(outcome.errors, 2);
+    }
+
+    #[test]
+    fn a_refused_connect_is_counted_as_a_connect_failure() {
+        let addr = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        let outcome = echo(load(addr, 4, 1, 2), Arc::default()).unwrap();
+        assert_eq!(outcome.connect_failures, 4);
+        assert_eq!(outcome.round_trips, 0);
+        assert_eq!(outcome.starved, 0);
+    }
 
     #[test]
     fn messages_are_lowercase_and_differ_every_round() {

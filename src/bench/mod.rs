@@ -100,14 +100,26 @@ fn children(pid: u32) -> Vec<u32> {
 }
 
 /// Runs one echo load and samples the server's memory near its end.
-pub async fn measure(server: &str, load: EchoLoad, pid: Option<u32>) -> Row {
-    let progress = Arc::new(Progress::default());
+///
+/// # Errors
+/// The load's event loops cannot start.
+pub async fn measure(server: &str, load: EchoLoad, pid: Option<u32>) -> std::io::Result<Row> {
     let sampling = async {
         tokio::time::sleep(load.duration.mul_f64(0.8)).await;
         pid.and_then(rss_kib)
     };
-    let (outcome, rss) = tokio::join!(load::echo(load, progress), sampling);
-    Row::new(server, &load, &outcome, rss)
+    let (outcome, rss) = tokio::join!(run_echo(load, Arc::default()), sampling);
+    Ok(Row::new(server, &load, &outcome?, rss))
+}
+
+/// Runs [`load::echo`] on the blocking pool.
+///
+/// # Errors
+/// The load's event loops cannot start.
+pub async fn run_echo(load: EchoLoad, progress: Arc<Progress>) -> std::io::Result<EchoOutcome> {
+    tokio::task::spawn_blocking(move || load::echo(load, progress))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// A model server started as a child process on an ephemeral port.

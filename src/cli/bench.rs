@@ -88,7 +88,7 @@ impl LoadArgs {
         Ok(())
     }
 
-    fn loads(&self, addr: SocketAddr) -> Vec<EchoLoad> {
+    fn loads(&self, addr: SocketAddr, threads: u16) -> Vec<EchoLoad> {
         let mut loads = Vec::new();
         for &conns in &self.conns {
             for &size in &self.size {
@@ -99,6 +99,7 @@ impl LoadArgs {
                     pipeline: self.pipeline,
                     duration: Duration::from_secs_f64(self.secs),
                     expect: Transform::from_plain(self.plain),
+                    threads: threads.into(),
                 });
             }
         }
@@ -193,9 +194,10 @@ fn parse_against(text: &str) -> Result<(String, SocketAddr), String> {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     sockit::listener::raise_open_file_limit();
-    // One generator thread is a current-thread runtime: the load's tasks then
-    // run where their sockets' events are read, with no hand-off between a
-    // driver thread and a worker.
+    // Echo loads run on event loops of their own, `--threads` of them; the UDP
+    // and connect loads are Tokio tasks. One thread is a current-thread
+    // runtime: the tasks then run where their sockets' events are read, with
+    // no hand-off between a driver thread and a worker.
     let mut builder = match args.threads {
         1 => tokio::runtime::Builder::new_current_thread(),
         threads => {
@@ -210,10 +212,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
         match args.what {
-            Bench::Echo(args) => echo(args).await,
+            Bench::Echo(echo_args) => echo(echo_args, args.threads).await,
             Bench::Udp(args) => udp(args).await,
             Bench::Connect(args) => connect(args).await,
-            Bench::Models(args) => models(args).await,
+            Bench::Models(models_args) => models(models_args, args.threads).await,
         }
     });
     runtime.shutdown_timeout(Duration::from_millis(100));
@@ -239,10 +241,10 @@ fn verdict(rows: &[Row]) -> ExitCode {
     }
 }
 
-async fn echo(args: EchoArgs) -> anyhow::Result<ExitCode> {
+async fn echo(args: EchoArgs, threads: u16) -> anyhow::Result<ExitCode> {
     args.load.check()?;
     let mut rows = Vec::new();
-    for load in args.load.loads(args.addr) {
+    for load in args.load.loads(args.addr, threads) {
         let progress = Arc::new(Progress::default());
         let ticker = std::io::stderr().is_terminal().then(|| {
             let progress = progress.clone();
@@ -262,7 +264,9 @@ async fn echo(args: EchoArgs) -> anyhow::Result<ExitCode> {
                 }
             })
         });
-        let outcome = load::echo(load, progress).await;
+        let outcome = bench::run_echo(load, progress)
+            .await
+            .context("cannot run the load")?;
         if let Some(ticker) = ticker {
             ticker.abort();
             eprint!("\r\x1b[K");
@@ -363,7 +367,7 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn models(args: ModelsArgs) -> anyhow::Result<ExitCode> {
+async fn models(args: ModelsArgs, threads: u16) -> anyhow::Result<ExitCode> {
     args.load.check()?;
     let models: Vec<Model> = if args.models.is_empty() {
         Model::ALL.to_vec()
@@ -385,8 +389,12 @@ async fn models(args: ModelsArgs) -> anyhow::Result<ExitCode> {
     for model in models {
         let server = ModelProcess::start(&exe, model.name(), &scratch)
             .with_context(|| format!("cannot start the {} model", model.name()))?;
-        for load in args.load.loads(server.addr) {
-            rows.push(bench::measure(model.name(), load, Some(server.pid())).await);
+        for load in args.load.loads(server.addr, threads) {
+            rows.push(
+                bench::measure(model.name(), load, Some(server.pid()))
+                    .await
+                    .context("cannot run the load")?,
+            );
         }
         if let Some(count) = args.idle
             && matches!(model, Model::Async | Model::Epoll | Model::Poll)
@@ -402,8 +410,12 @@ async fn models(args: ModelsArgs) -> anyhow::Result<ExitCode> {
         }
     }
     for (name, addr) in &args.against {
-        for load in args.load.loads(*addr) {
-            rows.push(bench::measure(name, load, None).await);
+        for load in args.load.loads(*addr, threads) {
+            rows.push(
+                bench::measure(name, load, None)
+                    .await
+                    .context("cannot run the load")?,
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);
