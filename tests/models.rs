@@ -156,6 +156,58 @@ fn a_client_that_never_reads_stalls_only_itself_in_the_event_loops() {
     }
 }
 
+#[test]
+fn a_close_sent_with_the_last_bytes_is_answered_and_seen_in_every_model() {
+    // The bytes and the end of the stream leave in one go, so an
+    // edge-triggered loop gets them as one event: the close must not be
+    // lost behind a read that drained the bytes.
+    for model in ["iterative", "thread", "fork", "poll", "epoll", "async"] {
+        let (_server, addr) = start(model);
+        for _ in 0..20 {
+            let mut stream = connect(&addr);
+            stream.write_all(b"last words").unwrap();
+            stream.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut reply = Vec::new();
+            stream
+                .read_to_end(&mut reply)
+                .unwrap_or_else(|err| panic!("{model}: the server did not close: {err}"));
+            assert_eq!(reply, b"LAST WORDS", "{model}");
+        }
+    }
+}
+
+#[test]
+fn the_async_model_runs_as_many_runtime_workers_as_asked() {
+    for workers in [1usize, 3] {
+        let server = ServeProcess::serve(
+            &[
+                "echo",
+                "--workers",
+                &workers.to_string(),
+                "--tcp",
+                "127.0.0.1:0",
+            ],
+            1,
+        );
+        // A thread takes its name once it runs, a moment after it exists.
+        let named_workers = || {
+            std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+                .unwrap()
+                .flatten()
+                .filter(|task| {
+                    std::fs::read_to_string(task.path().join("comm"))
+                        .is_ok_and(|name| name.trim() == "tokio-rt-worker")
+                })
+                .count()
+        };
+        wait_until(&format!("{workers} Tokio worker threads"), || {
+            named_workers() == workers
+        });
+        let mut stream = connect(&server.address("echo", "tcp"));
+        assert_eq!(round_trip(&mut stream, b"ok"), b"OK");
+    }
+}
+
 /// The children of `pid`, with their state letter, from /proc.
 fn children(pid: i32) -> Vec<(i32, char)> {
     let mut found = Vec::new();

@@ -130,27 +130,23 @@ pub struct ModelProcess {
 }
 
 impl ModelProcess {
-    /// Starts `exe serve echo --model MODEL` and waits for its endpoint line.
+    /// Starts `exe serve echo --model MODEL --workers WORKERS` (the epoll
+    /// model's event loops, the async model's runtime threads) and waits for
+    /// its endpoint line.
     ///
     /// # Errors
     /// The process cannot start or prints no endpoint.
     pub fn start(
         exe: &std::path::Path,
         model: &str,
+        workers: usize,
         data_dir: &std::path::Path,
     ) -> std::io::Result<ModelProcess> {
         let mut child = Command::new(exe)
             .args(["-q", "serve", "--data-dir"])
             .arg(data_dir)
-            .args([
-                "echo",
-                "--model",
-                model,
-                "--tcp",
-                "127.0.0.1:0",
-                "--workers",
-                "2",
-            ])
+            .args(["echo", "--model", model, "--tcp", "127.0.0.1:0"])
+            .args(["--workers", &workers.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -382,12 +382,16 @@ async fn models(args: ModelsArgs, threads: u16) -> anyhow::Result<ExitCode> {
             })
             .collect::<anyhow::Result<_>>()?
     };
+    // The servers get the cores the generator leaves: on a small machine
+    // more threads would only take turns with the generator's.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let workers = cores.saturating_sub(threads.into()).max(1);
     let exe = std::env::current_exe().context("cannot find the sockit binary")?;
     let scratch = tempfile_dir()?;
     let mut rows = Vec::new();
     let mut idle = Vec::new();
     for model in models {
-        let server = ModelProcess::start(&exe, model.name(), &scratch)
+        let server = ModelProcess::start(&exe, model.name(), workers, &scratch)
             .with_context(|| format!("cannot start the {} model", model.name()))?;
         for load in args.load.loads(server.addr, threads) {
             rows.push(

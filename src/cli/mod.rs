@@ -100,9 +100,14 @@ pub fn init_logging(verbose: u8, quiet: u8) {
         .init();
 }
 
-/// A multi-threaded runtime for the subcommands that serve.
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// A multi-threaded runtime for the subcommands that serve, with `workers`
+/// worker threads (Tokio's default, one per core, when not given).
+fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")

@@ -132,9 +132,11 @@ struct EchoArgs {
     /// (and UDP, in a blocking loop) without an async runtime.
     #[arg(long, value_enum, default_value_t = ModelArg::Async)]
     model: ModelArg,
-    /// epoll model: event loops on their own threads, sharing the port with SO_REUSEPORT.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    workers: u16,
+    /// epoll model: event loops on their own threads, sharing the port with
+    /// SO_REUSEPORT (default 1). async model: the runtime's worker threads
+    /// (default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: Option<u16>,
     /// thread model: the most connection threads at once.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_threads: u32,
@@ -174,10 +176,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         bind: args.bind,
         data_dir: args.data_dir,
     };
+    let async_workers = match &args.service {
+        Some(Service::Echo(echo)) if echo.model == ModelArg::Async => echo.workers,
+        _ => None,
+    };
     let teaching_model = match &args.service {
         Some(Service::Echo(echo)) if echo.model != ModelArg::Async => Some((
             Model::from(echo.model),
-            echo.workers,
+            echo.workers.unwrap_or(1),
             echo.max_threads,
             echo.udp.is_some(),
         )),
@@ -213,7 +219,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create the data dir {}", settings.data_dir.display()))?;
 
-    let runtime = super::runtime()?;
+    let runtime = super::runtime(async_workers.map(usize::from))?;
     let result = runtime.block_on(serve(settings, exec_note));
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     result

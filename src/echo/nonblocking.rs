@@ -31,9 +31,15 @@ impl From<io::Error> for Closed {
 /// What one readiness event achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
-    /// Bytes were read and answered in full: there may be more to read.
-    Echoed,
-    /// Nothing more to do until the next readiness event.
+    /// Bytes were read and answered in full, and the read filled the
+    /// buffer: more may be waiting.
+    More,
+    /// Bytes were read and answered in full, and the read took less than
+    /// the buffer held: TCP hands over all it has, so the socket is drained
+    /// and another read would only say it would block.
+    Drained,
+    /// Nothing more to do until the next readiness event: nothing to read,
+    /// or a reply waits for room in the socket.
     Blocked,
 }
 
@@ -84,12 +90,14 @@ impl Client {
                 self.flush()?;
                 Ok(if self.has_pending() {
                     Progress::Blocked
+                } else if read == buf.len() {
+                    Progress::More
                 } else {
-                    Progress::Echoed
+                    Progress::Drained
                 })
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(Progress::Blocked),
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => Ok(Progress::Echoed),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => Ok(Progress::More),
             Err(err) => Err(err.into()),
         }
     }
