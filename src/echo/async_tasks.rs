@@ -67,10 +67,15 @@ where
     // Start small and grow while reads fill the buffer: an idle connection
     // then costs a few KiB, a busy one reads up to CHUNK at a time.
     let mut buf = vec![0u8; FIRST_CHUNK];
+    // One wait for the stop, made once: polling it again costs a flag read,
+    // where a wait made afresh for each read would join and leave the list of
+    // waiters that every session shares, under its lock, at every message.
+    let stopping = shutdown.stopping();
+    tokio::pin!(stopping);
     loop {
         let read = tokio::select! {
             biased;
-            _ = shutdown.stopping() => break,
+            () = &mut stopping => break,
             read = stream.read(&mut buf) => read?,
         };
         if read == 0 {

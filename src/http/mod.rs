@@ -417,13 +417,12 @@ where
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().header_read_timeout(None);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    // The stop signal is polled whenever the connection wakes; a child token
-    // of its own keeps that off the lock every connection would share.
-    let stopping = shutdown.token().child_token();
+    // The stop signal is polled whenever the connection wakes: a flag read
+    // (see `Shutdown::stopping`).
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => result,
-        _ = stopping.cancelled() => {
+        () = shutdown.stopping() => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
