@@ -232,13 +232,15 @@ pub async fn run<L, H, F, E>(
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     let counters = stats::service(service);
     let mut backoff = Duration::ZERO;
+    let stopping = shutdown.stopping();
+    tokio::pin!(stopping);
     loop {
         let permit = tokio::select! {
-            _ = shutdown.stopping() => break,
+            () = &mut stopping => break,
             permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
         };
         let (stream, peer) = tokio::select! {
-            _ = shutdown.stopping() => break,
+            () = &mut stopping => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => {
                     backoff = Duration::ZERO;
@@ -248,7 +250,7 @@ pub async fn run<L, H, F, E>(
                     backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
                     warn!(service, error = %err, pause_ms = backoff.as_millis() as u64, "accept failed");
                     tokio::select! {
-                        _ = shutdown.stopping() => break,
+                        () = &mut stopping => break,
                         _ = tokio::time::sleep(backoff) => continue,
                     }
                 }

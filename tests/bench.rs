@@ -169,3 +169,54 @@ fn a_udp_bench_against_a_server_that_upper_cases_nothing_reports_errors() {
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(report["errors"].as_u64().unwrap() > 0, "{report}");
 }
+
+#[test]
+fn bench_models_starts_each_model_loads_it_and_holds_idle_connections() {
+    let scratch = tempfile::tempdir().unwrap();
+    let svg = scratch.path().join("models.svg");
+    let output = run_sockit(
+        &[
+            "bench",
+            "models",
+            "--models",
+            "poll,async",
+            "--conns",
+            "2",
+            "--size",
+            "64",
+            "--secs",
+            "0.3",
+            "--idle",
+            "300",
+            "--svg",
+            svg.to_str().unwrap(),
+        ],
+        b"",
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for model in ["poll", "async"] {
+        let row = stdout
+            .lines()
+            .find(|line| line.starts_with(&format!("{model} ")))
+            .unwrap_or_else(|| panic!("no {model} row in:\n{stdout}"));
+        let columns: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(&columns[1..3], ["2", "64"], "{row}");
+        assert!(columns[3].parse::<u64>().unwrap() > 0, "round trips: {row}");
+        let idle = stdout
+            .lines()
+            .find(|line| line.starts_with(&format!("{model}: 300 idle connections cost")))
+            .unwrap_or_else(|| panic!("no idle line for {model} in:\n{stdout}"));
+        assert!(
+            idle.contains("beside them 50 busy connections x 64 B made"),
+            "{idle}"
+        );
+        assert!(!idle.contains("starved"), "{idle}");
+    }
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(chart.contains("<svg"), "{chart}");
+}

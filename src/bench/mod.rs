@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::echo::Transform;
 use load::{EchoLoad, EchoOutcome, Progress};
 
 /// One line of a comparison: one server under one load.
@@ -131,8 +130,8 @@ pub struct ModelProcess {
 
 impl ModelProcess {
     /// Starts `exe serve echo --model MODEL --workers WORKERS` (the epoll
-    /// model's event loops, the async model's runtime threads) and waits for
-    /// its endpoint line.
+    /// model's event loops, the async model's runtime threads), allowed
+    /// `max_connections` at once, and waits for its endpoint line.
     ///
     /// # Errors
     /// The process cannot start or prints no endpoint.
@@ -140,10 +139,20 @@ impl ModelProcess {
         exe: &std::path::Path,
         model: &str,
         workers: usize,
+        max_connections: usize,
         data_dir: &std::path::Path,
     ) -> std::io::Result<ModelProcess> {
+        // The async model serves `echo.max_connections` at once (10 000 by
+        // default) and leaves the rest in the backlog: a bench may hold more.
+        let config = data_dir.join(format!("{model}.toml"));
+        std::fs::write(
+            &config,
+            format!("[echo]\nmax_connections = {max_connections}\n"),
+        )?;
         let mut child = Command::new(exe)
-            .args(["-q", "serve", "--data-dir"])
+            .args(["-q", "serve", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
             .arg(data_dir)
             .args(["echo", "--model", model, "--tcp", "127.0.0.1:0"])
             .args(["--workers", &workers.to_string()])
@@ -181,15 +190,27 @@ impl Drop for ModelProcess {
     }
 }
 
-/// Memory per idle connection: opens `count` connections to `addr`, makes
-/// one round trip on each (so the server has accepted and set it up), and
-/// returns the server's growth in KiB per connection.
-pub async fn idle_cost(addr: SocketAddr, pid: u32, count: usize, expect: Transform) -> Option<f64> {
+/// What holding idle connections costs a server.
+#[derive(Debug, Clone)]
+pub struct IdleCost {
+    /// The server's memory growth per idle connection, KiB.
+    pub kib_each: f64,
+    /// `busy`, run while the idle connections are held.
+    pub busy: Row,
+}
+
+/// Opens `count` connections to `busy.addr`, makes one round trip on each
+/// (so the server has accepted and set it up), and measures what they cost:
+/// the server's memory growth per connection, and the `busy` load run while
+/// they stay open (an event loop that scans every connection at each
+/// wake-up slows down; one the kernel tells which are ready does not).
+/// `None` when the connections cannot all be opened and answered.
+pub async fn idle_cost(server: &str, pid: u32, count: usize, busy: EchoLoad) -> Option<IdleCost> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let before = rss_kib(pid)?;
     let mut held = Vec::with_capacity(count);
     for _ in 0..count {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(busy.addr).await.ok()?;
         stream.write_all(b"x").await.ok()?;
         let mut reply = [0u8; 1];
         tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut reply))
@@ -197,13 +218,17 @@ pub async fn idle_cost(addr: SocketAddr, pid: u32, count: usize, expect: Transfo
             .ok()?
             .ok()?;
         let mut want = *b"x";
-        expect.apply(&mut want);
+        busy.expect.apply(&mut want);
         if reply != want {
             return None;
         }
         held.push(stream);
     }
     let after = rss_kib(pid)?;
+    let busy = measure(server, busy, Some(pid)).await.ok()?;
     drop(held);
-    Some(after.saturating_sub(before) as f64 / count as f64)
+    Some(IdleCost {
+        kib_each: after.saturating_sub(before) as f64 / count as f64,
+        busy,
+    })
 }

@@ -173,8 +173,9 @@ struct ModelsArgs {
     /// Also load a running server: NAME=ADDR (repeatable).
     #[arg(long, value_parser = parse_against)]
     against: Vec<(String, SocketAddr)>,
-    /// Also measure memory per idle connection with this many connections
-    /// (event-loop models only: the others would not serve them all).
+    /// Also hold this many idle connections to each event-loop model (the
+    /// others would not serve them all): report the memory each costs, and
+    /// the round trips of 50 busy connections beside them (first --size).
     #[arg(long)]
     idle: Option<usize>,
     /// Write a chart of throughput and p99 per server.
@@ -386,12 +387,14 @@ async fn models(args: ModelsArgs, threads: u16) -> anyhow::Result<ExitCode> {
     // more threads would only take turns with the generator's.
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let workers = cores.saturating_sub(threads.into()).max(1);
+    let max_connections = args.load.conns.iter().max().copied().unwrap_or(0)
+        + args.idle.map_or(0, |idle| idle + IDLE_BUSY_CONNS);
     let exe = std::env::current_exe().context("cannot find the sockit binary")?;
     let scratch = tempfile_dir()?;
     let mut rows = Vec::new();
     let mut idle = Vec::new();
     for model in models {
-        let server = ModelProcess::start(&exe, model.name(), workers, &scratch)
+        let server = ModelProcess::start(&exe, model.name(), workers, max_connections, &scratch)
             .with_context(|| format!("cannot start the {} model", model.name()))?;
         for load in args.load.loads(server.addr, threads) {
             rows.push(
@@ -402,14 +405,13 @@ async fn models(args: ModelsArgs, threads: u16) -> anyhow::Result<ExitCode> {
         }
         if let Some(count) = args.idle
             && matches!(model, Model::Async | Model::Epoll | Model::Poll)
+            && let Some(&first) = args.load.loads(server.addr, threads).first()
         {
-            let cost = bench::idle_cost(
-                server.addr,
-                server.pid(),
-                count,
-                Transform::from_plain(args.load.plain),
-            )
-            .await;
+            let busy = EchoLoad {
+                conns: IDLE_BUSY_CONNS,
+                ..first
+            };
+            let cost = bench::idle_cost(model.name(), server.pid(), count, busy).await;
             idle.push((model.name(), count, cost));
         }
     }
@@ -426,18 +428,44 @@ async fn models(args: ModelsArgs, threads: u16) -> anyhow::Result<ExitCode> {
     print_rows(&rows, args.load.json)?;
     if !args.load.json {
         for (name, count, cost) in &idle {
-            match cost {
-                Some(kib) => println!("{name}: {count} idle connections cost {kib:.2} KiB each"),
-                None => println!("{name}: could not hold {count} idle connections"),
-            }
+            let Some(cost) = cost else {
+                println!("{name}: could not hold {count} idle connections");
+                continue;
+            };
+            let alone = rows.iter().find(|row| {
+                row.server == *name && row.conns == cost.busy.conns && row.size == cost.busy.size
+            });
+            println!(
+                "{name}: {count} idle connections cost {:.2} KiB each; beside them {} busy connections x {} B made {:.0} rt/s{}{}",
+                cost.kib_each,
+                cost.busy.conns,
+                cost.busy.size,
+                cost.busy.round_trips_per_sec,
+                match cost.busy.starved {
+                    0 => String::new(),
+                    starved => format!(", {starved} of them starved"),
+                },
+                alone.map_or_else(String::new, |row| format!(
+                    " ({:.0} without them)",
+                    row.round_trips_per_sec
+                ))
+            );
         }
     }
     if let Some(path) = &args.svg {
         report::chart(&rows, path)
             .map_err(|err| anyhow::anyhow!("cannot draw {}: {err}", path.display()))?;
     }
-    Ok(verdict(&rows))
+    let beside_idle = idle
+        .iter()
+        .filter_map(|(_, _, cost)| cost.as_ref().map(|cost| cost.busy.clone()));
+    Ok(verdict(
+        &rows.iter().cloned().chain(beside_idle).collect::<Vec<_>>(),
+    ))
 }
+
+/// Busy connections run beside `--idle` ones.
+const IDLE_BUSY_CONNS: usize = 50;
 
 /// A fresh directory for the model servers' data dirs.
 fn tempfile_dir() -> anyhow::Result<PathBuf> {

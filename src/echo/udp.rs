@@ -21,9 +21,11 @@ pub async fn run(socket: UdpSocket, transform: Transform, shutdown: Shutdown) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let counters = stats::service("echo");
     let datagrams = stats::counter("sockit_udp_datagrams_total", &[("service", "echo")]);
+    let stopping = shutdown.stopping();
+    tokio::pin!(stopping);
     loop {
         let received = tokio::select! {
-            _ = shutdown.stopping() => return,
+            () = &mut stopping => return,
             received = socket.recv_from(&mut buf) => received,
         };
         let (len, peer) = match received {

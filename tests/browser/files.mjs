@@ -44,6 +44,14 @@ try {
   await Promise.all([page.waitForNavigation(), page.click(`${row} button.danger`)]);
   if (await page.$(row)) throw new Error(`${name} is still listed after delete`);
   console.log(`uploaded, downloaded and deleted ${name} (${original.length} bytes)`);
+} catch (err) {
+  // What the page itself said (an upload that failed says so there).
+  const pages = browser.contexts().flatMap(context => context.pages());
+  for (const page of pages) {
+    const said = await page.textContent("#status").catch(() => null);
+    console.error(`page ${page.url()} status: ${said}`);
+  }
+  throw err;
 } finally {
   await browser.close();
 }
