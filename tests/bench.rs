@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
-use support::run_sockit;
+use support::{BIN, run_sockit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -219,4 +219,22 @@ fn bench_models_starts_each_model_loads_it_and_holds_idle_connections() {
     }
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(chart.contains("<svg"), "{chart}");
+}
+
+#[test]
+fn a_bench_whose_reader_has_gone_ends_quietly() {
+    let server = support::ServeProcess::serve(&["echo", "--tcp", "127.0.0.1:0"], 1);
+    // Like `sockit bench echo ... | head -0`: nobody reads the table.
+    let mut child = std::process::Command::new(BIN)
+        .args(["bench", "echo", "--addr", &server.address("echo", "tcp")])
+        .args(["--conns", "1", "--size", "64", "--secs", "0.2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

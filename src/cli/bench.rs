@@ -1,7 +1,7 @@
 //! `sockit bench`: measure echo servers, UDP, connection rates, and the echo
 //! models side by side.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -225,9 +225,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 fn print_rows(rows: &[Row], json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(rows)?);
+        writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(rows)?)?;
     } else {
-        print!("{}", report::table(rows));
+        write!(std::io::stdout(), "{}", report::table(rows))?;
     }
     Ok(())
 }
@@ -314,9 +314,14 @@ async fn udp(args: UdpArgs) -> anyhow::Result<ExitCode> {
         p99_us: outcome.latency.value_at_quantile(0.99),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&report)?
+        )?;
     } else {
-        println!(
+        writeln!(
+            std::io::stdout(),
             "{} datagrams/s answered, {} sent, {} lost ({:.2} %), {} wrong, p50 {} us, p99 {} us",
             report.datagrams_per_sec as u64,
             report.sent,
@@ -325,7 +330,7 @@ async fn udp(args: UdpArgs) -> anyhow::Result<ExitCode> {
             report.errors,
             report.p50_us,
             report.p99_us
-        );
+        )?;
     }
     Ok(if report.errors > 0 {
         ExitCode::FAILURE
@@ -358,12 +363,20 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         p99_us: outcome.latency.value_at_quantile(0.99),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&report)?
+        )?;
     } else {
-        println!(
+        writeln!(
+            std::io::stdout(),
             "{} connections/s, {} failed, connect p50 {} us, p99 {} us",
-            report.connections_per_sec as u64, report.failures, report.p50_us, report.p99_us
-        );
+            report.connections_per_sec as u64,
+            report.failures,
+            report.p50_us,
+            report.p99_us
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -429,13 +442,17 @@ async fn models(args: ModelsArgs, threads: u16) -> anyhow::Result<ExitCode> {
     if !args.load.json {
         for (name, count, cost) in &idle {
             let Some(cost) = cost else {
-                println!("{name}: could not hold {count} idle connections");
+                writeln!(
+                    std::io::stdout(),
+                    "{name}: could not hold {count} idle connections"
+                )?;
                 continue;
             };
             let alone = rows.iter().find(|row| {
                 row.server == *name && row.conns == cost.busy.conns && row.size == cost.busy.size
             });
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "{name}: {count} idle connections cost {:.2} KiB each; beside them {} busy connections x {} B made {:.0} rt/s{}{}",
                 cost.kib_each,
                 cost.busy.conns,
@@ -449,7 +466,7 @@ async fn models(args: ModelsArgs, threads: u16) -> anyhow::Result<ExitCode> {
                     " ({:.0} without them)",
                     row.round_trips_per_sec
                 ))
-            );
+            )?;
         }
     }
     if let Some(path) = &args.svg {
