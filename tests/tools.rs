@@ -400,3 +400,22 @@ fn probe_refuses_bad_port_lists() {
     let output = run_sockit(&["probe", "127.0.0.1", "22", "--concurrency", "0"], b"");
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn the_port_table_into_a_closed_pipe_ends_quietly() {
+    // Like `sockit ports | head -1`: the reader leaves after one line.
+    let mut child = std::process::Command::new(support::BIN)
+        .arg("ports")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 4];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    assert_eq!(&first, b"port");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -1,5 +1,6 @@
 //! `sockit config`: show the embedded default, check a file.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,11 +32,11 @@ enum ConfigAction {
 
 pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     match args.action {
-        ConfigAction::Default => print!("{DEFAULT_TOML}"),
+        ConfigAction::Default => write!(std::io::stdout(), "{DEFAULT_TOML}")?,
         ConfigAction::Check { file } => {
             let parsed = FileConfig::load(Some(&file))?;
             parsed.resolve(&Overrides::default(), &file.display().to_string())?;
-            println!("ok");
+            writeln!(std::io::stdout(), "ok")?;
         }
     }
     Ok(ExitCode::SUCCESS)

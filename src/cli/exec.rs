@@ -95,7 +95,7 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
         );
         pair
     };
-    println!("{}", pair.public());
+    writeln!(std::io::stdout(), "{}", pair.public())?;
     Ok(ExitCode::SUCCESS)
 }
 

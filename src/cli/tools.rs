@@ -1,6 +1,7 @@
 //! `sockit ports`, `sockit resolve` and `sockit probe`: the course's socket
 //! utilities, as tables for people or JSON for scripts (docs/tools.md).
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -63,7 +64,11 @@ pub struct ProbeArgs {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    writeln!(
+        std::io::stdout(),
+        "{}",
+        serde_json::to_string_pretty(value)?
+    )?;
     Ok(())
 }
 
@@ -82,10 +87,14 @@ pub fn ports(args: PortsArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         print_json(&found)?;
     } else {
-        println!(
+        writeln!(
+            std::io::stdout(),
             "{:<7} {:<5} {:<20} {:<7} description",
-            "port", "proto", "name", "source"
-        );
+            "port",
+            "proto",
+            "name",
+            "source"
+        )?;
         for entry in &found {
             let source = match entry.source {
                 ports::Source::Course => "course",
@@ -95,10 +104,14 @@ pub fn ports(args: PortsArgs) -> anyhow::Result<ExitCode> {
             if !entry.aliases.is_empty() {
                 name = format!("{name} ({})", entry.aliases.join(", "));
             }
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "{:<7} {:<5} {:<20} {source:<7} {}",
-                entry.port, entry.protocol, name, entry.description
-            );
+                entry.port,
+                entry.protocol,
+                name,
+                entry.description
+            )?;
         }
     }
     if found.is_empty() {
@@ -119,31 +132,39 @@ pub fn resolve(args: ResolveArgs) -> anyhow::Result<ExitCode> {
         print_json(&found)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("this host:      {}", found.host_name);
+    writeln!(std::io::stdout(), "this host:      {}", found.host_name)?;
     if let Some(name) = &found.canonical_name {
-        println!("canonical name: {name}");
+        writeln!(std::io::stdout(), "canonical name: {name}")?;
     }
     for address in &found.addresses {
         let family = if address.is_ipv4() { "A   " } else { "AAAA" };
-        println!("{family}            {address}");
+        writeln!(std::io::stdout(), "{family}            {address}")?;
     }
     if let Some(reason) = &found.lookup_error {
-        println!("host lookup:    {reason}");
+        writeln!(std::io::stdout(), "host lookup:    {reason}")?;
     }
     if let Some(conversions) = &found.conversions {
-        println!(
+        writeln!(
+            std::io::stdout(),
             "reverse name:   {}",
             found.reverse_name.as_deref().unwrap_or("(none)")
-        );
-        println!("as integer:     {}", conversions.integer);
-        println!("as hex:         {}", conversions.hex);
-        println!("packed (inet_aton/inet_pton): {}", conversions.packed);
+        )?;
+        writeln!(std::io::stdout(), "as integer:     {}", conversions.integer)?;
+        writeln!(std::io::stdout(), "as hex:         {}", conversions.hex)?;
+        writeln!(
+            std::io::stdout(),
+            "packed (inet_aton/inet_pton): {}",
+            conversions.packed
+        )?;
     }
     for service in &found.services {
-        println!(
+        writeln!(
+            std::io::stdout(),
             "service:        {} {}/{}",
-            service.name, service.port, service.protocol
-        );
+            service.name,
+            service.port,
+            service.protocol
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -198,21 +219,28 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         })?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{} ({address}), {protocol}", args.host);
-    println!("{:<7} {:<9} {:<16} detail", "port", "state", "service");
+    writeln!(std::io::stdout(), "{} ({address}), {protocol}", args.host)?;
+    writeln!(
+        std::io::stdout(),
+        "{:<7} {:<9} {:<16} detail",
+        "port",
+        "state",
+        "service"
+    )?;
     let open = results
         .iter()
         .filter(|r| r.state == PortState::Open)
         .count();
     for result in &results {
-        println!(
+        writeln!(
+            std::io::stdout(),
             "{:<7} {:<9} {:<16} {}",
             result.port,
             result.state,
             result.service.as_deref().unwrap_or("-"),
             result.error.as_deref().unwrap_or("")
-        );
+        )?;
     }
-    println!("{open} of {} ports open", results.len());
+    writeln!(std::io::stdout(), "{open} of {} ports open", results.len())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,6 @@
 //! `sockit user`: manage the users of FTP and the HTTP console.
 
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -90,13 +90,22 @@ pub fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
                 },
                 admin,
             })?;
-            println!("added {} (home {})", user.name, user.home.display());
+            writeln!(
+                std::io::stdout(),
+                "added {} (home {})",
+                user.name,
+                user.home.display()
+            )?;
         }
         UserAction::List => {
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "{:<16} {:<10} {:<10} {:<6} home",
-                "name", "quota", "access", "admin"
-            );
+                "name",
+                "quota",
+                "access",
+                "admin"
+            )?;
             for user in store.list()? {
                 let quota = user.quota.map_or_else(|| "none".to_owned(), size::format);
                 let access = if user.permissions == Permissions::READ_ONLY {
@@ -107,16 +116,17 @@ pub fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
                     "custom"
                 };
                 let admin = if user.admin { "yes" } else { "no" };
-                println!(
+                writeln!(
+                    std::io::stdout(),
                     "{:<16} {quota:<10} {access:<10} {admin:<6} {}",
                     user.name,
                     user.home.display()
-                );
+                )?;
             }
         }
         UserAction::Del { name } => {
             store.remove(&name)?;
-            println!("deleted {name} (their files stay)");
+            writeln!(std::io::stdout(), "deleted {name} (their files stay)")?;
         }
         UserAction::Passwd {
             name,
@@ -125,7 +135,7 @@ pub fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
             store.find(&name)?;
             let password = read_password(password_stdin, &format!("New password for {name}: "))?;
             store.set_password(&name, &password)?;
-            println!("password changed for {name}");
+            writeln!(std::io::stdout(), "password changed for {name}")?;
         }
     }
     Ok(ExitCode::SUCCESS)
