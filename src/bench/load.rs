@@ -4,11 +4,12 @@
 //! Echo: every connection sends `pipeline` messages of `size` bytes, then
 //! reads the replies and compares each byte with what an uppercase (or plain)
 //! echo must return; a wrong or short reply is an error, never a success.
-//! Each connection cycles through 16 different requests, so a reply left over
-//! from an earlier round trip cannot pass for the current one. The echo load
-//! runs on plain epoll loops (mio) rather than Tokio tasks, so that the
-//! generator spends as little as a C one per round trip and the server under
-//! test, not the generator, sets the pace.
+//! Each connection cycles through up to 16 different requests (see
+//! [`requests`]), so a reply left over from an earlier round trip cannot pass
+//! for the current one. The echo load runs on plain epoll loops (mio) rather
+//! than Tokio tasks: a round trip then costs the generator little more than
+//! its two system calls, and the server under test, not the generator, sets
+//! the pace (BENCHMARKS.md compares it with a C generator).
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
