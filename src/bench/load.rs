@@ -5,7 +5,7 @@
 //! reads the replies and compares each byte with what an uppercase (or plain)
 //! echo must return; a wrong or short reply is an error, never a success.
 //! Each connection cycles through up to 16 different requests (see
-//! [`requests`]), so a reply left over from an earlier round trip cannot pass
+//! `requests`), so a reply left over from an earlier round trip cannot pass
 //! for the current one. The echo load runs on plain epoll loops (mio) rather
 //! than Tokio tasks: a round trip then costs the generator little more than
 //! its two system calls, and the server under test, not the generator, sets

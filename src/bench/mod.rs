@@ -1,5 +1,5 @@
 //! `sockit bench`: load generators that check every reply ([`load`]), and the
-//! side-by-side measurement of the echo models ([`run_models`]), reported as
+//! side-by-side measurement of the echo models ([`measure`], [`ModelProcess`]), reported as
 //! a table, JSON or an SVG chart ([`report`]).
 //!
 //! Every run is bounded in time (`--secs`) and in connections; child servers
