@@ -49,15 +49,21 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-/// One chart panel: where to draw, its title, and the value it shows.
+/// One chart panel: where to draw, its title, the value it shows, and how
+/// its axis prints that value.
 type Panel<'a, 'b> = (
     &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
     &'static str,
     fn(&Row) -> f64,
+    fn(&f64) -> String,
 );
 
+/// Room on the right of each panel for the legend.
+const LEGEND_WIDTH: u32 = 220;
+
 /// Draws round trips per second and p99 latency for every server and load
-/// into an SVG file: one group of bars per load, one bar per server.
+/// into an SVG file: one group of bars per load, one bar per server, the
+/// legend beside the bars.
 ///
 /// # Errors
 /// The file cannot be written.
@@ -72,42 +78,50 @@ pub fn chart(rows: &[Row], path: &Path) -> Result<(), Box<dyn std::error::Error>
             loads.push((row.conns, row.size));
         }
     }
-    let root = SVGBackend::new(path, (1100, 800)).into_drawing_area();
+    let root = SVGBackend::new(path, (1300, 800)).into_drawing_area();
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(400);
     let panels: [Panel; 2] = [
-        (&top, "round trips per second (higher is better)", |r| {
-            r.round_trips_per_sec
-        }),
-        (&bottom, "p99 latency in ms (lower is better)", |r| {
-            r.p99_us as f64 / 1000.0
-        }),
+        (
+            &top,
+            "round trips per second (higher is better)",
+            |r| r.round_trips_per_sec,
+            |v| format!("{v:.0}"),
+        ),
+        (
+            &bottom,
+            "p99 latency in ms (lower is better)",
+            |r| r.p99_us as f64 / 1000.0,
+            |v| format!("{v:.1}"),
+        ),
     ];
-    let width = servers.len().max(1) as f64 + 1.0;
-    for (area, title, value) in panels {
+    // Load `l` is the group of bars centred on x = l, so the axis's whole
+    // numbers fall in the middle of the groups and carry their names.
+    let bar_width = 1.0 / (servers.len() as f64 + 1.0);
+    for (area, title, value, format_value) in panels {
         let max = rows.iter().map(value).fold(0.0, f64::max).max(1e-9) * 1.1;
-        let mut chart = ChartBuilder::on(area)
+        let (plot, legend) = area.split_horizontally(area.dim_in_pixel().0 - LEGEND_WIDTH);
+        let mut chart = ChartBuilder::on(&plot)
             .caption(title, ("sans-serif", 20))
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(70)
-            .build_cartesian_2d(0.0..(loads.len() as f64 * width), 0.0..max)?;
+            .build_cartesian_2d(-0.5..(loads.len() as f64 - 0.5), 0.0..max)?;
         let label_loads = loads.clone();
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(loads.len() * 2 + 1)
+            .x_labels(loads.len())
             .x_label_formatter(&|x| {
-                let index = (*x / width) as usize;
-                match label_loads.get(index) {
-                    Some((conns, size))
-                        if (x / width).fract() > 0.3 && (x / width).fract() < 0.7 =>
-                    {
+                let nearest = x.round();
+                match label_loads.get(nearest as usize) {
+                    Some((conns, size)) if (x - nearest).abs() < 1e-6 && nearest >= 0.0 => {
                         format!("{conns} conns x {size} B")
                     }
                     _ => String::new(),
                 }
             })
+            .y_label_formatter(&format_value)
             .draw()?;
         for (s, server) in servers.iter().enumerate() {
             let color = Palette99::pick(s).to_rgba();
@@ -118,25 +132,18 @@ pub fn chart(rows: &[Row], path: &Path) -> Result<(), Box<dyn std::error::Error>
                     let row = rows
                         .iter()
                         .find(|r| r.server == *server && (r.conns, r.size) == *load)?;
-                    let x = l as f64 * width + 0.5 + s as f64;
+                    let x = l as f64 - 0.5 + bar_width * (s as f64 + 0.5);
                     Some(Rectangle::new(
-                        [(x, 0.0), (x + 0.9, value(row))],
+                        [(x, 0.0), (x + bar_width * 0.9, value(row))],
                         color.filled(),
                     ))
                 })
                 .collect();
-            chart
-                .draw_series(bars)?
-                .label(*server)
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
-                });
+            chart.draw_series(bars)?;
+            let y = 40 + 20 * s as i32;
+            legend.draw(&Rectangle::new([(10, y), (22, y + 12)], color.filled()))?;
+            legend.draw(&Text::new(*server, (30, y), ("sans-serif", 14)))?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
     }
     root.present()?;
     Ok(())
