@@ -87,13 +87,11 @@ pub fn ports(args: PortsArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         print_json(&found)?;
     } else {
+        let mut out = std::io::stdout().lock();
         writeln!(
-            std::io::stdout(),
+            out,
             "{:<7} {:<5} {:<20} {:<7} description",
-            "port",
-            "proto",
-            "name",
-            "source"
+            "port", "proto", "name", "source"
         )?;
         for entry in &found {
             let source = match entry.source {
@@ -105,12 +103,9 @@ pub fn ports(args: PortsArgs) -> anyhow::Result<ExitCode> {
                 name = format!("{name} ({})", entry.aliases.join(", "));
             }
             writeln!(
-                std::io::stdout(),
+                out,
                 "{:<7} {:<5} {:<20} {source:<7} {}",
-                entry.port,
-                entry.protocol,
-                name,
-                entry.description
+                entry.port, entry.protocol, name, entry.description
             )?;
         }
     }
@@ -132,38 +127,33 @@ pub fn resolve(args: ResolveArgs) -> anyhow::Result<ExitCode> {
         print_json(&found)?;
         return Ok(ExitCode::SUCCESS);
     }
-    writeln!(std::io::stdout(), "this host:      {}", found.host_name)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "this host:      {}", found.host_name)?;
     if let Some(name) = &found.canonical_name {
-        writeln!(std::io::stdout(), "canonical name: {name}")?;
+        writeln!(out, "canonical name: {name}")?;
     }
     for address in &found.addresses {
         let family = if address.is_ipv4() { "A   " } else { "AAAA" };
-        writeln!(std::io::stdout(), "{family}            {address}")?;
+        writeln!(out, "{family}            {address}")?;
     }
     if let Some(reason) = &found.lookup_error {
-        writeln!(std::io::stdout(), "host lookup:    {reason}")?;
+        writeln!(out, "host lookup:    {reason}")?;
     }
     if let Some(conversions) = &found.conversions {
         writeln!(
-            std::io::stdout(),
+            out,
             "reverse name:   {}",
             found.reverse_name.as_deref().unwrap_or("(none)")
         )?;
-        writeln!(std::io::stdout(), "as integer:     {}", conversions.integer)?;
-        writeln!(std::io::stdout(), "as hex:         {}", conversions.hex)?;
-        writeln!(
-            std::io::stdout(),
-            "packed (inet_aton/inet_pton): {}",
-            conversions.packed
-        )?;
+        writeln!(out, "as integer:     {}", conversions.integer)?;
+        writeln!(out, "as hex:         {}", conversions.hex)?;
+        writeln!(out, "packed (inet_aton/inet_pton): {}", conversions.packed)?;
     }
     for service in &found.services {
         writeln!(
-            std::io::stdout(),
+            out,
             "service:        {} {}/{}",
-            service.name,
-            service.port,
-            service.protocol
+            service.name, service.port, service.protocol
         )?;
     }
     Ok(ExitCode::SUCCESS)
@@ -219,21 +209,16 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         })?;
         return Ok(ExitCode::SUCCESS);
     }
-    writeln!(std::io::stdout(), "{} ({address}), {protocol}", args.host)?;
-    writeln!(
-        std::io::stdout(),
-        "{:<7} {:<9} {:<16} detail",
-        "port",
-        "state",
-        "service"
-    )?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{} ({address}), {protocol}", args.host)?;
+    writeln!(out, "{:<7} {:<9} {:<16} detail", "port", "state", "service")?;
     let open = results
         .iter()
         .filter(|r| r.state == PortState::Open)
         .count();
     for result in &results {
         writeln!(
-            std::io::stdout(),
+            out,
             "{:<7} {:<9} {:<16} {}",
             result.port,
             result.state,
@@ -241,6 +226,6 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
             result.error.as_deref().unwrap_or("")
         )?;
     }
-    writeln!(std::io::stdout(), "{open} of {} ports open", results.len())?;
+    writeln!(out, "{open} of {} ports open", results.len())?;
     Ok(ExitCode::SUCCESS)
 }
