@@ -400,8 +400,17 @@ async fn models(args: ModelsArgs, threads: u16) -> anyhow::Result<ExitCode> {
     // more threads would only take turns with the generator's.
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let workers = cores.saturating_sub(threads.into()).max(1);
-    let max_connections = args.load.conns.iter().max().copied().unwrap_or(0)
-        + args.idle.map_or(0, |idle| idle + IDLE_BUSY_CONNS);
+    let max_connections = args
+        .load
+        .conns
+        .iter()
+        .max()
+        .copied()
+        .unwrap_or(0)
+        .saturating_add(
+            args.idle
+                .map_or(0, |idle| idle.saturating_add(IDLE_BUSY_CONNS)),
+        );
     let exe = std::env::current_exe().context("cannot find the sockit binary")?;
     let scratch = tempfile_dir()?;
     let mut rows = Vec::new();
