@@ -107,12 +107,6 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
     if let Some(workers) = workers {
         builder.worker_threads(workers);
     }
-    // When more sessions are ready than a worker's own queue holds (256),
-    // the rest wait in the shared queue, which a worker looks at only every
-    // so many tasks. Looking every 4 kept the slowest 1 % of 500 busy echo
-    // connections on one worker under 5 ms instead of 35 ms, for about 2 %
-    // of throughput (BENCHMARKS.md, echo models).
-    builder.global_queue_interval(4);
     builder
         .enable_all()
         .build()
