@@ -40,6 +40,8 @@ pub struct ServeProcess {
     pid: i32,
     pub endpoints: Vec<PrintedEndpoint>,
     stderr: Arc<(Mutex<String>, Condvar)>,
+    /// Says when stderr has reached its end: all the process wrote is in.
+    stderr_ended: mpsc::Receiver<()>,
 }
 
 impl ServeProcess {
@@ -104,6 +106,7 @@ impl ServeProcess {
         let stderr = Arc::new((Mutex::new(String::new()), Condvar::new()));
         let mut err_pipe = child.stderr.take().expect("piped stderr");
         let collected = stderr.clone();
+        let (ended, stderr_ended) = mpsc::channel();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = err_pipe.read(&mut buf) {
@@ -116,6 +119,7 @@ impl ServeProcess {
                     .push_str(&String::from_utf8_lossy(&buf[..n]));
                 grew.notify_all();
             }
+            let _ = ended.send(());
         });
         let (tx, rx) = mpsc::channel();
         let out_pipe = child.stdout.take().expect("piped stdout");
@@ -132,6 +136,7 @@ impl ServeProcess {
             child: Some(child),
             endpoints: Vec::new(),
             stderr,
+            stderr_ended,
         };
         let deadline = Instant::now() + PATIENCE;
         while process.endpoints.len() < lines {
@@ -187,7 +192,14 @@ impl ServeProcess {
             let _ = tx.send(child.wait());
         });
         match rx.recv_timeout(limit) {
-            Ok(status) => status.expect("wait for sockit"),
+            Ok(status) => {
+                // The process has gone, but the last of its stderr may still
+                // be in the pipe: wait for the reader to reach the end, so
+                // that `stderr()` has all of it. (A child process it left
+                // behind could hold the pipe open; then go on after a while.)
+                let _ = self.stderr_ended.recv_timeout(PATIENCE);
+                status.expect("wait for sockit")
+            }
             Err(_) => {
                 // SAFETY: kill(2) on our own child's pid.
                 unsafe { libc::kill(self.pid, libc::SIGKILL) };
