@@ -225,7 +225,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 fn print_rows(rows: &[Row], json: bool) -> anyhow::Result<()> {
     if json {
-        writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(rows)?)?;
+        super::print_json(&rows)?;
     } else {
         write!(std::io::stdout(), "{}", report::table(rows))?;
     }
@@ -314,11 +314,7 @@ async fn udp(args: UdpArgs) -> anyhow::Result<ExitCode> {
         p99_us: outcome.latency.value_at_quantile(0.99),
     };
     if args.json {
-        writeln!(
-            std::io::stdout(),
-            "{}",
-            serde_json::to_string_pretty(&report)?
-        )?;
+        super::print_json(&report)?;
     } else {
         writeln!(
             std::io::stdout(),
@@ -363,11 +359,7 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         p99_us: outcome.latency.value_at_quantile(0.99),
     };
     if args.json {
-        writeln!(
-            std::io::stdout(),
-            "{}",
-            serde_json::to_string_pretty(&report)?
-        )?;
+        super::print_json(&report)?;
     } else {
         writeln!(
             std::io::stdout(),

@@ -113,6 +113,18 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Prints `value` as pretty JSON on stdout (a closed stdout is an error the
+/// caller returns, not a panic).
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    use std::io::Write;
+    writeln!(
+        std::io::stdout(),
+        "{}",
+        serde_json::to_string_pretty(value)?
+    )?;
+    Ok(())
+}
+
 /// True when the error is a closed stdout (`sockit connect ... | head`), which
 /// is how pipelines end, not a failure.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {

@@ -63,15 +63,6 @@ pub struct ProbeArgs {
     json: bool,
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    writeln!(
-        std::io::stdout(),
-        "{}",
-        serde_json::to_string_pretty(value)?
-    )?;
-    Ok(())
-}
-
 pub fn ports(args: PortsArgs) -> anyhow::Result<ExitCode> {
     let table = ports::table();
     let found: Vec<&PortEntry> = match &args.query {
@@ -85,7 +76,7 @@ pub fn ports(args: PortsArgs) -> anyhow::Result<ExitCode> {
         None => table.iter().collect(),
     };
     if args.json {
-        print_json(&found)?;
+        super::print_json(&found)?;
     } else {
         let mut out = std::io::stdout().lock();
         writeln!(
@@ -124,7 +115,7 @@ pub fn ports(args: PortsArgs) -> anyhow::Result<ExitCode> {
 pub fn resolve(args: ResolveArgs) -> anyhow::Result<ExitCode> {
     let found = resolve::resolve(&args.query)?;
     if args.json {
-        print_json(&found)?;
+        super::print_json(&found)?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut out = std::io::stdout().lock();
@@ -200,7 +191,7 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         Ok((address, results))
     })?;
     if args.json {
-        print_json(&ProbeReport {
+        super::print_json(&ProbeReport {
             host: &args.host,
             address: address.to_string(),
             protocol,
