@@ -1418,3 +1418,169 @@ fn lftp_continues_an_interrupted_upload() {
         "lftp resumed with REST: {offsets:?}"
     );
 }
+
+/// A network namespace on this host that only a NAT reaches, for a server
+/// behind a router: the host talks to [`NatHost::PUBLIC`], which nftables
+/// rewrites to the namespace's [`NatHost::PRIVATE`], and a connection made
+/// straight to the private address is reset. Removed when dropped (and
+/// before it is made, in case a killed run left one). Needs root, `ip` and
+/// `nft` (scripts/test installs nftables).
+struct NatHost;
+
+impl NatHost {
+    const NETNS: &str = "sockit-ftp-nat";
+    const HOST_LINK: &str = "sockit-nat0";
+    const SERVER_LINK: &str = "sockit-nat1";
+    const TABLE: &str = "sockit_ftp_nat";
+    /// The host's side of the link (RFC 2544's benchmarking range, never
+    /// routed beyond this host).
+    const HOST: &str = "198.18.0.1";
+    const PRIVATE: &str = "198.18.0.2";
+    const PUBLIC: &str = "198.18.0.50";
+
+    fn new() -> NatHost {
+        NatHost::remove();
+        let host_cidr = format!("{}/24", NatHost::HOST);
+        let private_cidr = format!("{}/24", NatHost::PRIVATE);
+        let (netns, host_link, server_link) =
+            (NatHost::NETNS, NatHost::HOST_LINK, NatHost::SERVER_LINK);
+        for command in [
+            &["netns", "add", netns][..],
+            &[
+                "link",
+                "add",
+                host_link,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                server_link,
+            ],
+            &["link", "set", server_link, "netns", netns],
+            &["addr", "add", &host_cidr, "dev", host_link],
+            &["link", "set", host_link, "up"],
+            &[
+                "-n",
+                netns,
+                "addr",
+                "add",
+                &private_cidr,
+                "dev",
+                server_link,
+            ],
+            &["-n", netns, "link", "set", server_link, "up"],
+            &["-n", netns, "link", "set", "lo", "up"],
+        ] {
+            must_run("ip", command, b"");
+        }
+        let ruleset = format!(
+            "table ip {table} {{\n\
+             chain nat {{ type nat hook output priority -100; ip daddr {public} dnat to {private}; }}\n\
+             chain filter {{ type filter hook output priority 0;\n\
+               ip daddr {private} ct status dnat accept;\n\
+               ip daddr {private} ct state new reject with tcp reset; }}\n\
+             }}\n",
+            table = NatHost::TABLE,
+            public = NatHost::PUBLIC,
+            private = NatHost::PRIVATE,
+        );
+        must_run("nft", &["-f", "-"], ruleset.as_bytes());
+        NatHost
+    }
+
+    fn remove() {
+        for (program, args) in [
+            ("nft", &["delete", "table", "ip", NatHost::TABLE][..]),
+            ("ip", &["link", "delete", NatHost::HOST_LINK]),
+            ("ip", &["netns", "delete", NatHost::NETNS]),
+        ] {
+            let _ = Command::new(program)
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for NatHost {
+    fn drop(&mut self) {
+        NatHost::remove();
+    }
+}
+
+/// Runs `program` with `args` and `stdin`, and fails the test, with what it
+/// said, unless it succeeds.
+fn must_run(program: &str, args: &[&str], stdin: &[u8]) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("{program} runs (scripts/test installs it): {err}"));
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{program} {args:?} (needs root): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn behind_a_nat_pasv_announces_the_public_address_and_ports_of_the_range() {
+    // Declared first, dropped last: the server goes before its namespace.
+    let _nat = NatHost::new();
+    let config = format!(
+        "[serve]\nbind = \"{}\"\n\
+         [echo]\nenabled = false\n[http]\nenabled = false\n[bot]\nenabled = false\n\
+         [ftp]\nport = 0\npassive_ports = \"40100-40109\"\npassive_address = \"{}\"\n",
+        NatHost::PRIVATE,
+        NatHost::PUBLIC
+    );
+    let server =
+        ServeProcess::with_config_through(&["ip", "netns", "exec", NatHost::NETNS], &config, 1);
+    let private = server.address("ftp", "tcp");
+    let port = private.rsplit_once(':').unwrap().1;
+    add_user(&server, "nat", "pw", &[]);
+    assert!(
+        TcpStream::connect(&private).is_err(),
+        "from this host the server is reachable only through the NAT"
+    );
+
+    let out = python_peer(
+        "ftplib_nat.py",
+        &format!("{}:{port}", NatHost::PUBLIC),
+        "nat",
+        "pw",
+    );
+    for reply in out["pasv"].as_array().unwrap() {
+        let reply = reply.as_str().unwrap();
+        let numbers: Vec<u16> = reply
+            .split(['(', ')'])
+            .nth(1)
+            .unwrap_or_else(|| panic!("a 227 reply with an address: {reply}"))
+            .split(',')
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert!(reply.starts_with("227 "), "{reply}");
+        assert_eq!(
+            numbers[..4],
+            [198, 18, 0, 50],
+            "the public address: {reply}"
+        );
+        let announced = numbers[4] * 256 + numbers[5];
+        assert!(
+            (40100..=40109).contains(&announced),
+            "a port of the range: {reply}"
+        );
+    }
+    assert_eq!(
+        out["passive_identical"], true,
+        "passive transfers through the NAT to the announced address"
+    );
+    assert_eq!(
+        out["active_identical"], true,
+        "active transfers from the server's namespace back to the client"
+    );
+}

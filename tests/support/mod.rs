@@ -59,20 +59,33 @@ impl ServeProcess {
     /// Runs `sockit serve` with `config` as its config file and a fresh data
     /// dir (the file lives there), and waits for `lines` endpoint lines.
     pub fn with_config(config: &str, lines: usize) -> ServeProcess {
+        ServeProcess::with_config_through(&[], config, lines)
+    }
+
+    /// As [`ServeProcess::with_config`], with `sockit` started by `launcher`,
+    /// a command that runs what follows it (`ip netns exec NAME` runs it in
+    /// a network namespace).
+    pub fn with_config_through(launcher: &[&str], config: &str, lines: usize) -> ServeProcess {
         let data = tempfile::tempdir().unwrap();
         let file = data.path().join("sockit.toml");
         std::fs::write(&file, config).unwrap();
         let dir = data.path().to_str().unwrap();
-        let mut process = ServeProcess::start(
-            &[
-                "serve",
-                "--config",
-                file.to_str().unwrap(),
-                "--data-dir",
-                dir,
-            ],
-            lines,
-        );
+        let args = [
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--data-dir",
+            dir,
+        ];
+        let command = match launcher.split_first() {
+            None => Command::new(BIN),
+            Some((program, launcher_args)) => {
+                let mut command = Command::new(program);
+                command.args(launcher_args).arg(BIN);
+                command
+            }
+        };
+        let mut process = ServeProcess::spawn(command, &args, &[], lines);
         process.data = Some(data);
         process
     }
@@ -94,7 +107,18 @@ impl ServeProcess {
 
     /// As [`ServeProcess::start`], with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)], lines: usize) -> ServeProcess {
-        let mut child = Command::new(BIN)
+        ServeProcess::spawn(Command::new(BIN), args, env, lines)
+    }
+
+    /// Runs `command` (sockit, or what launches it) with `args` and `env`
+    /// and waits for `lines` endpoint lines.
+    fn spawn(
+        mut command: Command,
+        args: &[&str],
+        env: &[(&str, &str)],
+        lines: usize,
+    ) -> ServeProcess {
+        let mut child = command
             .args(args)
             .env_remove("RUST_LOG")
             .envs(env.iter().copied())
