@@ -579,6 +579,7 @@ fn a_read_only_user_changes_nothing() {
         "RNTO other.txt",
         "MKD made",
         "RMD dir",
+        "SITE CHMOD 600 keep.txt",
     ] {
         let reply = control.command(refused);
         assert!(reply.starts_with("550"), "{refused}: {reply}");
@@ -587,6 +588,49 @@ fn a_read_only_user_changes_nothing() {
     assert_eq!(std::fs::read(home.join("keep.txt")).unwrap(), b"precious");
     assert!(home.join("dir").is_dir() && !home.join("made").exists());
     assert_eq!(std::fs::read_dir(&home).unwrap().count(), 2);
+}
+
+#[test]
+fn site_chmod_sets_permission_bits_inside_the_home_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+    let (server, addr) = start();
+    add_user(&server, "cam", "pw", &[]);
+    let home = server.data_dir().join("homes/cam");
+    std::fs::write(home.join("notes.txt"), b"mine").unwrap();
+    std::fs::create_dir(home.join("shared")).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("theirs.txt"), b"not cam's").unwrap();
+    std::fs::set_permissions(
+        outside.path().join("theirs.txt"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(outside.path(), home.join("out")).unwrap();
+
+    // lftp's chmod sends SITE CHMOD.
+    lftp(&addr, "cam,pw", "chmod 600 notes.txt; chmod 750 shared");
+    assert_eq!(mode(&home.join("notes.txt")), 0o600);
+    assert_eq!(mode(&home.join("shared")), 0o750);
+
+    let mut control = Control::login(&addr, "cam", "pw");
+    assert!(control.command("SITE HELP").starts_with("214"));
+    for (command, code) in [
+        // No set-user-ID, set-group-ID or sticky bit: a server running as
+        // root would otherwise let users make set-user-ID root programs.
+        ("SITE CHMOD 4755 notes.txt", "501"),
+        ("SITE CHMOD 1777 shared", "501"),
+        ("SITE CHMOD rw notes.txt", "501"),
+        ("SITE CHMOD 640 missing.txt", "550"),
+        ("SITE CHMOD 600 out/theirs.txt", "550"),
+        ("SITE CHMOD 600 ../../../../../../etc/passwd", "550"),
+    ] {
+        let reply = control.command(command);
+        assert!(reply.starts_with(code), "{command}: {reply}");
+    }
+    assert_eq!(mode(&home.join("notes.txt")), 0o600);
+    assert_eq!(mode(&home.join("shared")), 0o750);
+    assert_eq!(mode(&outside.path().join("theirs.txt")), 0o644);
 }
 
 #[test]
@@ -956,8 +1000,10 @@ fn reply_codes_follow_the_rfcs_for_unsupported_and_unknown_commands() {
         assert_eq!(code("TYPE E"), "504");
         assert_eq!(code("TYPE L 7"), "504");
         assert_eq!(code("TYPE Q"), "501");
-        assert_eq!(code("SITE CHMOD 644 x"), "502");
+        assert_eq!(code("SMNT /mnt"), "502");
         assert_eq!(code("XYZZY"), "500");
+        // SITE has CHMOD and HELP; vsftpd answers 500 to other SITE commands.
+        assert_eq!(code("SITE UMASK 022"), "500");
         assert_eq!(code("MKD dir"), "257");
         assert_eq!(code("MDTM dir"), "550");
         // A transfer with no data connection prepared gets 425 and no 150,

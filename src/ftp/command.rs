@@ -85,6 +85,17 @@ pub enum Command {
     Superfluous,
     Mlsd(Option<String>),
     Mlst(Option<String>),
+    /// `SITE CHMOD mode path`: set a file's or directory's permission bits
+    /// (octal, at most 777: no set-user-ID, set-group-ID or sticky bit), as
+    /// vsftpd does and lftp's `chmod` and FileZilla's permissions dialog ask.
+    Chmod {
+        mode: u32,
+        path: String,
+    },
+    /// `SITE HELP`: the SITE commands there are.
+    SiteHelp,
+    /// A SITE command this server does not have (vsftpd answers 500).
+    UnknownSite,
     /// A known command with a missing or malformed argument.
     BadArgument(&'static str),
     /// A known command with a well-formed argument this server does not
@@ -209,6 +220,7 @@ pub fn parse(line: &str) -> Command {
             argument.map(str::to_owned).filter(|a| !a.is_empty()),
         )),
         "QUIT" => Ok(Command::Quit),
+        "SITE" => Ok(parse_site(argument.unwrap_or(""))),
         known => match NOT_IMPLEMENTED.iter().find(|name| **name == known) {
             Some(name) => Ok(Command::NotImplemented(name)),
             None => Ok(Command::Unknown(keyword.chars().take(16).collect())),
@@ -220,8 +232,32 @@ pub fn parse(line: &str) -> Command {
 /// Commands of RFC 959 and its extensions that this server does not
 /// implement: they get 502, where a command no RFC defines gets 500.
 const NOT_IMPLEMENTED: &[&str] = &[
-    "SITE", "SMNT", "REIN", "CCC", "ADAT", "MIC", "CONF", "ENC", "LANG", "HOST", "LPRT", "LPSV",
+    "SMNT", "REIN", "CCC", "ADAT", "MIC", "CONF", "ENC", "LANG", "HOST", "LPRT", "LPSV",
 ];
+
+/// The argument of `SITE`: a subcommand and its own arguments.
+fn parse_site(argument: &str) -> Command {
+    let (subcommand, rest) = argument.split_once(' ').unwrap_or((argument, ""));
+    match subcommand.to_ascii_uppercase().as_str() {
+        "CHMOD" => rest
+            .split_once(' ')
+            .filter(|(mode, path)| {
+                (1..=4).contains(&mode.len())
+                    && mode.bytes().all(|digit| matches!(digit, b'0'..=b'7'))
+                    && !path.is_empty()
+            })
+            .and_then(|(mode, path)| {
+                let mode = u32::from_str_radix(mode, 8).ok()?;
+                (mode <= 0o777).then(|| Command::Chmod {
+                    mode,
+                    path: path.to_owned(),
+                })
+            })
+            .unwrap_or(Command::BadArgument("SITE CHMOD")),
+        "HELP" => Command::SiteHelp,
+        _ => Command::UnknownSite,
+    }
+}
 
 /// A control line's bytes without the Telnet commands in it (RFC 959 says
 /// the control connection speaks Telnet): clients send `IAC IP` and
@@ -364,6 +400,40 @@ mod tests {
     }
 
     #[test]
+    fn site_chmod_takes_octal_permission_bits_and_a_path() {
+        assert_eq!(
+            parse("SITE CHMOD 640 a b.txt"),
+            Command::Chmod {
+                mode: 0o640,
+                path: "a b.txt".to_owned()
+            }
+        );
+        assert_eq!(
+            parse("site chmod 0755 dir"),
+            Command::Chmod {
+                mode: 0o755,
+                path: "dir".to_owned()
+            }
+        );
+        for bad in [
+            "SITE CHMOD",
+            "SITE CHMOD 644",
+            "SITE CHMOD 644 ",
+            "SITE CHMOD 4755 setuid",
+            "SITE CHMOD 1777 sticky",
+            "SITE CHMOD 8 x",
+            "SITE CHMOD +7 x",
+            "SITE CHMOD u+x x",
+            "SITE CHMOD 00644 x",
+        ] {
+            assert_eq!(parse(bad), Command::BadArgument("SITE CHMOD"), "{bad}");
+        }
+        assert_eq!(parse("SITE HELP"), Command::SiteHelp);
+        assert_eq!(parse("SITE UMASK 022"), Command::UnknownSite);
+        assert_eq!(parse("SITE"), Command::UnknownSite);
+    }
+
+    #[test]
     fn missing_arguments_and_unknown_commands_are_values_not_panics() {
         assert_eq!(parse("RETR"), Command::BadArgument("RETR"));
         assert_eq!(parse("RETR "), Command::BadArgument("RETR"));
@@ -389,8 +459,6 @@ mod tests {
             parse("REST 99999999999999999999999"),
             Command::BadArgument("REST")
         );
-        assert_eq!(parse("SITE CHMOD 777 x"), Command::NotImplemented("SITE"));
-        assert_eq!(parse("site help"), Command::NotImplemented("SITE"));
         assert_eq!(parse("FOO"), Command::Unknown("FOO".into()));
         assert_eq!(parse("TYPE E"), Command::UnsupportedArgument("TYPE"));
         assert_eq!(parse("TYPE L 7"), Command::UnsupportedArgument("TYPE"));

@@ -9,6 +9,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -497,7 +498,7 @@ impl Session {
             Command::Opts(_) => self.reply(501, "Option not understood").await,
             Command::Noop => self.reply(200, "OK").await,
             Command::Help => {
-                let help = "214-Commands recognised:\r\n USER PASS ACCT QUIT NOOP SYST FEAT OPTS HELP STAT TYPE MODE STRU\r\n PWD CWD CDUP PASV EPSV PORT EPRT LIST NLST MLSD MLST RETR STOR APPE\r\n STOU REST ABOR SIZE MDTM MFMT MKD RMD DELE RNFR RNTO ALLO AUTH PBSZ\r\n PROT\r\n214 Help OK\r\n";
+                let help = "214-Commands recognised:\r\n USER PASS ACCT QUIT NOOP SYST FEAT OPTS HELP STAT TYPE MODE STRU\r\n PWD CWD CDUP PASV EPSV PORT EPRT LIST NLST MLSD MLST RETR STOR APPE\r\n STOU REST ABOR SIZE MDTM MFMT MKD RMD DELE RNFR RNTO ALLO AUTH PBSZ\r\n PROT SITE\r\n214 Help OK\r\n";
                 self.send(help).await
             }
             Command::Superfluous => self.reply(202, "Not needed on this server").await,
@@ -750,6 +751,20 @@ impl Session {
                 }
                 Err((code, text)) => self.reply(code, text).await,
             },
+            Command::Chmod { mode, path } if permissions.write => match self.resolve(&path) {
+                Ok((_, real)) => {
+                    let set = tokio::task::spawn_blocking(move || {
+                        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(mode))
+                    });
+                    match set.await {
+                        Ok(Ok(())) => self.reply(200, "SITE CHMOD command ok").await,
+                        _ => self.reply(550, "SITE CHMOD command failed").await,
+                    }
+                }
+                Err((code, text)) => self.reply(code, text).await,
+            },
+            Command::SiteHelp => self.reply(214, "CHMOD HELP").await,
+            Command::UnknownSite => self.reply(500, "Unknown SITE command").await,
             Command::Rest(offset) => {
                 self.restart = offset;
                 self.reply(350, &format!("Restarting at {offset}; send RETR"))
@@ -894,7 +909,8 @@ impl Session {
             | Command::Mkd(_)
             | Command::Rmd(_)
             | Command::Dele(_)
-            | Command::Mfmt { .. } => self.reply(550, "Permission denied").await,
+            | Command::Mfmt { .. }
+            | Command::Chmod { .. } => self.reply(550, "Permission denied").await,
             _ => self.reply(502, "Command not implemented").await,
         }
     }
