@@ -47,6 +47,8 @@ pub struct DirEntry {
     pub dir: bool,
     pub size: u64,
     pub modified: Option<std::time::SystemTime>,
+    /// The permission bits (`rwxrwxrwx`, the low nine of `st_mode`).
+    pub mode: u32,
 }
 
 impl DirEntry {
@@ -57,6 +59,7 @@ impl DirEntry {
             dir: meta.is_dir(),
             size: meta.len(),
             modified: meta.modified().ok(),
+            mode: std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
         }
     }
 }

@@ -612,6 +612,21 @@ fn site_chmod_sets_permission_bits_inside_the_home_only() {
     lftp(&addr, "cam,pw", "chmod 600 notes.txt; chmod 750 shared");
     assert_eq!(mode(&home.join("notes.txt")), 0o600);
     assert_eq!(mode(&home.join("shared")), 0o750);
+    // Listings show the bits, as clients read them back.
+    let mut ftp = suppaftp::FtpStream::connect(&addr).unwrap();
+    ftp.login("cam", "pw").unwrap();
+    let listed = ftp.list(None).unwrap();
+    for (name, shown) in [("notes.txt", "-rw------- "), ("shared", "drwxr-x--- ")] {
+        let line = listed.iter().find(|line| line.ends_with(name)).unwrap();
+        assert!(line.starts_with(shown), "{line}");
+    }
+    let facts = ftp.mlsd(None).unwrap();
+    let notes = facts
+        .iter()
+        .find(|line| line.ends_with(" notes.txt"))
+        .unwrap();
+    assert!(notes.contains(";UNIX.mode=600;"), "{notes}");
+    ftp.quit().unwrap();
 
     let mut control = Control::login(&addr, "cam", "pw");
     assert!(control.command("SITE HELP").starts_with("214"));

@@ -29,13 +29,22 @@ fn ls_date(modified: SystemTime, now: SystemTime) -> String {
     }
 }
 
+/// `drwxr-x---`: the entry's type and permission bits as `ls -l` shows them.
+fn mode_string(entry: &DirEntry) -> String {
+    let kind = if entry.dir { 'd' } else { '-' };
+    let bits = (0..9).rev().map(|bit| {
+        if entry.mode & (1 << bit) == 0 {
+            '-'
+        } else {
+            ['x', 'w', 'r'][bit % 3]
+        }
+    });
+    std::iter::once(kind).chain(bits).collect()
+}
+
 /// One `LIST` line, without the CRLF.
 pub fn long_line(entry: &DirEntry, now: SystemTime) -> String {
-    let mode = if entry.dir {
-        "drwxr-xr-x"
-    } else {
-        "-rw-r--r--"
-    };
+    let mode = mode_string(entry);
     format!(
         "{mode} 1 ftp ftp {:>12} {} {}",
         entry.size,
@@ -53,13 +62,16 @@ pub fn time_val(modified: SystemTime) -> String {
         .collect()
 }
 
-/// One MLSD/MLST fact line (RFC 3659 section 7): `type=file;size=N;modify=T; name`.
+/// One MLSD/MLST fact line (RFC 3659 section 7):
+/// `type=file;size=N;modify=T;UNIX.mode=644; name`. `UNIX.mode` is the
+/// permission bits in octal, a fact ProFTPD sends too; in three digits,
+/// the only length the suppaftp crate's parser takes.
 pub fn facts(entry: &DirEntry) -> String {
     let kind = if entry.dir { "dir" } else { "file" };
     let modified = time_val(entry.modified.unwrap_or(SystemTime::UNIX_EPOCH));
     format!(
-        "type={kind};size={};modify={modified}; {}",
-        entry.size, entry.name
+        "type={kind};size={};modify={modified};UNIX.mode={:03o}; {}",
+        entry.size, entry.mode, entry.name
     )
 }
 
@@ -131,6 +143,7 @@ mod tests {
             dir: false,
             size: 1234,
             modified: Some(now - Duration::from_secs(3600)),
+            mode: 0o644,
         };
         let line = long_line(&entry, now);
         assert!(
@@ -141,15 +154,31 @@ mod tests {
         let old = DirEntry {
             modified: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000)),
             dir: true,
+            mode: 0o750,
             ..entry
         };
         let line = long_line(&old, now);
-        assert!(line.starts_with("drwxr-xr-x"), "{line}");
+        assert!(line.starts_with("drwxr-x--- 1 "), "{line}");
         assert!(line.contains("Sep 13  2020"), "{line}");
         assert_eq!(
             facts(&old),
-            "type=dir;size=1234;modify=20200913122640; 报告 final.txt"
+            "type=dir;size=1234;modify=20200913122640;UNIX.mode=750; 报告 final.txt"
         );
+        for (mode, shown) in [
+            (0o600, "-rw-------"),
+            (0o777, "-rwxrwxrwx"),
+            (0, "----------"),
+        ] {
+            let line = long_line(
+                &DirEntry {
+                    mode,
+                    dir: false,
+                    ..old.clone()
+                },
+                now,
+            );
+            assert!(line.starts_with(shown), "{mode:o}: {line}");
+        }
     }
 
     #[test]
