@@ -1,9 +1,90 @@
-//! Directory listings in the `ls -l` form FTP clients parse (LIST), and bare
-//! names (NLST). Pure formatting: the session gathers the entries.
+//! Directory listings in the `ls -l` form FTP clients parse (LIST), bare
+//! names (NLST) and RFC 3659 facts (MLSD). Pure formatting: the session
+//! gathers the entries.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
+use tokio::io::{AsyncRead, ReadBuf};
+
 use crate::vfs::DirEntry;
+
+/// How a directory listing is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// LIST: `ls -l` lines.
+    Long,
+    /// NLST: names only, each after the path the client gave.
+    Names,
+    /// MLSD: RFC 3659 facts.
+    Facts,
+}
+
+/// A listing's text, written a batch of lines at a time as the data
+/// connection takes it: a directory of a million entries is never one
+/// string of some 70 MB beside its entries.
+pub struct ListingText {
+    entries: std::vec::IntoIter<DirEntry>,
+    format: Format,
+    /// What NLST names start with (the path the client listed).
+    prefix: String,
+    now: SystemTime,
+    batch: Vec<u8>,
+    /// How much of `batch` has been read.
+    taken: usize,
+}
+
+/// About how many bytes of lines are written at a time.
+const BATCH: usize = 64 * 1024;
+
+impl ListingText {
+    pub fn new(entries: Vec<DirEntry>, format: Format, prefix: String) -> ListingText {
+        ListingText {
+            entries: entries.into_iter(),
+            format,
+            prefix,
+            now: SystemTime::now(),
+            batch: Vec::new(),
+            taken: 0,
+        }
+    }
+
+    /// Writes the next lines into the emptied batch.
+    fn refill(&mut self) {
+        self.batch.clear();
+        self.taken = 0;
+        while self.batch.len() < BATCH {
+            let Some(entry) = self.entries.next() else {
+                break;
+            };
+            let line = match self.format {
+                Format::Long => long_line(&entry, self.now),
+                Format::Names => format!("{}{}", self.prefix, entry.name),
+                Format::Facts => facts(&entry),
+            };
+            self.batch.extend_from_slice(line.as_bytes());
+            self.batch.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+impl AsyncRead for ListingText {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.taken == this.batch.len() {
+            this.refill();
+        }
+        let count = buf.remaining().min(this.batch.len() - this.taken);
+        buf.put_slice(&this.batch[this.taken..this.taken + count]);
+        this.taken += count;
+        Poll::Ready(Ok(()))
+    }
+}
 
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -179,6 +260,35 @@ mod tests {
             );
             assert!(line.starts_with(shown), "{mode:o}: {line}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_listing_read_in_small_pieces_is_every_line_once_in_order() {
+        use tokio::io::AsyncReadExt;
+        let entries: Vec<DirEntry> = (0..20_000)
+            .map(|n| DirEntry {
+                name: format!("file-{n:05}.txt"),
+                dir: false,
+                size: n,
+                modified: Some(SystemTime::UNIX_EPOCH),
+                mode: 0o644,
+            })
+            .collect();
+        let mut text = ListingText::new(entries, Format::Names, "sub/".to_owned());
+        let mut all = Vec::new();
+        let mut piece = [0u8; 1000];
+        loop {
+            let read = text.read(&mut piece).await.unwrap();
+            if read == 0 {
+                break;
+            }
+            all.extend_from_slice(&piece[..read]);
+        }
+        let expected: String = (0..20_000)
+            .map(|n| format!("sub/file-{n:05}.txt\r\n"))
+            .collect();
+        assert!(expected.len() > 2 * BATCH, "spans several batches");
+        assert_eq!(String::from_utf8(all).unwrap(), expected);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tokio_rustls::rustls::ServerConfig;
 use tracing::info;
 
 use super::command::{self, Command, MAX_LINE, TransferType};
-use super::listing;
+use super::listing::{self, Format, ListingText};
 use super::stream::{SessionTls, Stream};
 use super::transfer::{self, Ascii, TransferError};
 use crate::listener::{Outcome, Traffic};
@@ -1155,19 +1155,6 @@ impl Session {
             Ok(listed) => listed,
             Err((code, text)) => return self.reply(code, text).await,
         };
-        let now = SystemTime::now();
-        let mut text = String::new();
-        for entry in &entries {
-            match format {
-                Format::Long => text.push_str(&listing::long_line(entry, now)),
-                Format::Names => {
-                    text.push_str(&prefix);
-                    text.push_str(&entry.name);
-                }
-                Format::Facts => text.push_str(&listing::facts(entry)),
-            }
-            text.push_str("\r\n");
-        }
         if !self.data_connection_set_up() {
             return self.reply(425, NO_DATA_CONNECTION).await;
         }
@@ -1177,7 +1164,7 @@ impl Session {
             Err((code, reason)) => return self.reply(code, reason).await,
         };
         let sent = AtomicU64::new(0);
-        let mut listing = text.as_bytes();
+        let mut listing = ListingText::new(entries, format, prefix);
         // Listings are not paced, as in vsftpd.
         let mut unpaced = transfer::Pace::new(None);
         let sending = transfer::download(
@@ -1523,17 +1510,6 @@ async fn discard_rest(data: &mut Stream) {
 }
 
 const NO_DATA_CONNECTION: &str = "Use PASV, EPSV, PORT or EPRT first";
-
-/// How a directory listing is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    /// LIST: `ls -l` lines.
-    Long,
-    /// NLST: names only.
-    Names,
-    /// MLSD: RFC 3659 facts.
-    Facts,
-}
 
 /// The reply for a path that cannot be used.
 fn refusal(err: VfsError) -> (u16, &'static str) {
