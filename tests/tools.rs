@@ -243,10 +243,18 @@ fn resolve_converts_numbers_and_ipv6() {
     assert_eq!(packed["kind"], "packed");
     assert_eq!(packed["addresses"][0], "127.0.0.1");
 
-    let six = json_of(&["resolve", "::1", "--json"]);
+    // `-n`: no reverse lookup (hosts files often do not name ::1, and then
+    // the lookup asks a DNS server: tests talk to loopback only).
+    let six = json_of(&["resolve", "-n", "::1", "--json"]);
     check_resolution(&six);
+    assert_eq!(six["reverse_name"], Value::Null);
     assert_eq!(six["conversions"]["integer"], "1");
     assert_eq!(six["conversions"]["bytes"].as_array().unwrap().len(), 16);
+    let text = run_sockit(&["resolve", "-n", "127.0.0.1"], b"");
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("reverse name:   (not looked up: -n)"),
+        "{text:?}"
+    );
 }
 
 #[test]

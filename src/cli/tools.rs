@@ -28,12 +28,15 @@ pub struct PortsArgs {
 /// Look up a host name or address; convert addresses between notations.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  sockit resolve localhost\n  sockit resolve 127.0.0.1        reverse lookup and conversions\n  sockit resolve 3232235777       an address written as a number\n  sockit resolve http --json      a service name: its ports"
+    after_help = "Examples:\n  sockit resolve localhost\n  sockit resolve 127.0.0.1        reverse lookup and conversions\n  sockit resolve -n 2130706433    an address written as a number, not looked up\n  sockit resolve http --json      a service name: its ports"
 )]
 pub struct ResolveArgs {
     /// A host name, an IPv4 or IPv6 address, an address as a number
     /// (3232235777, 0xc0a80101), or a service name.
     query: String,
+    /// Do not look an address up by name (no reverse lookup).
+    #[arg(short = 'n', long)]
+    numeric: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -113,7 +116,7 @@ pub fn ports(args: PortsArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn resolve(args: ResolveArgs) -> anyhow::Result<ExitCode> {
-    let found = resolve::resolve(&args.query)?;
+    let found = resolve::resolve(&args.query, args.numeric)?;
     if args.json {
         super::print_json(&found)?;
         return Ok(ExitCode::SUCCESS);
@@ -131,10 +134,15 @@ pub fn resolve(args: ResolveArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "host lookup:    {reason}")?;
     }
     if let Some(conversions) = &found.conversions {
+        let unnamed = if args.numeric {
+            "(not looked up: -n)"
+        } else {
+            "(none)"
+        };
         writeln!(
             out,
             "reverse name:   {}",
-            found.reverse_name.as_deref().unwrap_or("(none)")
+            found.reverse_name.as_deref().unwrap_or(unnamed)
         )?;
         writeln!(out, "as integer:     {}", conversions.integer)?;
         writeln!(out, "as hex:         {}", conversions.hex)?;

@@ -234,11 +234,13 @@ pub fn reverse(address: IpAddr) -> Option<String> {
 }
 
 /// Answers one query: a host name, a service name, an IP address, or an
-/// address as a number.
+/// address as a number. With `numeric`, an address is not looked up by
+/// name (no reverse lookup, which may ask a DNS server), as `-n` does for
+/// ping, ss and traceroute.
 ///
 /// # Errors
 /// [`ResolveError::NotFound`] when a name is neither a host nor a service.
-pub fn resolve(query: &str) -> Result<Resolution, ResolveError> {
+pub fn resolve(query: &str, numeric: bool) -> Result<Resolution, ResolveError> {
     if query.contains('\0') {
         return Err(ResolveError::Nul(query.to_owned()));
     }
@@ -262,7 +264,9 @@ pub fn resolve(query: &str) -> Result<Resolution, ResolveError> {
     if let Some((kind, address)) = address {
         resolution.kind = kind;
         resolution.addresses = vec![address];
-        resolution.reverse_name = reverse(address);
+        if !numeric {
+            resolution.reverse_name = reverse(address);
+        }
         resolution.conversions = Some(conversions(address));
         return Ok(resolution);
     }
