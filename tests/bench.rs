@@ -222,6 +222,48 @@ fn bench_models_starts_each_model_loads_it_and_holds_idle_connections() {
 }
 
 #[test]
+fn bench_models_in_rounds_gives_one_row_per_server_and_load() {
+    let output = run_sockit(
+        &[
+            "bench",
+            "models",
+            "--models",
+            "poll,epoll",
+            "--conns",
+            "1,2",
+            "--size",
+            "64",
+            "--secs",
+            "0.2",
+            "--rounds",
+            "3",
+            "--json",
+        ],
+        b"",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let seen: Vec<(&str, u64)> = rows
+        .iter()
+        .map(|row| {
+            (
+                row["server"].as_str().unwrap(),
+                row["conns"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [("poll", 1), ("poll", 2), ("epoll", 1), ("epoll", 2)]);
+    for row in &rows {
+        assert!(row["round_trips_per_sec"].as_f64().unwrap() > 0.0, "{row}");
+        assert_eq!(row["errors"], 0, "{row}");
+    }
+}
+
+#[test]
 fn a_bench_whose_reader_has_gone_ends_quietly() {
     let server = support::ServeProcess::serve(&["echo", "--tcp", "127.0.0.1:0"], 1);
     // Like `sockit bench echo ... | head -0`: nobody reads the table.

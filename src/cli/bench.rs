@@ -161,7 +161,7 @@ struct ConnectArgs {
     json: bool,
 }
 
-/// Start each echo model in turn on an ephemeral port, load it, and compare.
+/// Start each echo model on an ephemeral port, load them in turn, and compare.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  sockit bench models --conns 1,50,500 --size 64,16384 --secs 5 --svg docs/img/models.svg \\\n      --against python-threading=127.0.0.1:9001 --against c-epoll=127.0.0.1:9002 --idle 10000"
@@ -181,8 +181,45 @@ struct ModelsArgs {
     /// Write a chart of throughput and p99 per server.
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
+    /// Run every load this many times, the servers taking turns, and show
+    /// each server's median round (by round trips per second; errors and
+    /// failed connects of all rounds): a machine whose speed drifts then
+    /// slows every server alike.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=99))]
+    rounds: u16,
     #[command(flatten)]
     load: LoadArgs,
+}
+
+/// A server `bench models` loads: a model it started, or one of `--against`.
+struct Target {
+    name: String,
+    addr: SocketAddr,
+    model: Option<(Model, ModelProcess)>,
+}
+
+impl Target {
+    fn pid(&self) -> Option<u32> {
+        self.model.as_ref().map(|(_, process)| process.pid())
+    }
+}
+
+/// The row that stands for several rounds of one load on one server: the
+/// round with the median round trips per second, carrying the errors,
+/// starved connections and failed connects of every round, so none is
+/// hidden by the choice.
+fn median_round(mut rounds: Vec<Row>) -> Row {
+    rounds.sort_by(|a, b| a.round_trips_per_sec.total_cmp(&b.round_trips_per_sec));
+    let errors = rounds.iter().map(|row| row.errors).sum();
+    let starved = rounds.iter().map(|row| row.starved).max().unwrap_or(0);
+    let connect_failures = rounds.iter().map(|row| row.connect_failures).sum();
+    let middle = rounds.len() / 2;
+    Row {
+        errors,
+        starved,
+        connect_failures,
+        ..rounds.swap_remove(middle)
+    }
 }
 
 fn parse_against(text: &str) -> Result<(String, SocketAddr), String> {
@@ -405,39 +442,58 @@ async fn models(args: ModelsArgs, threads: u16) -> anyhow::Result<ExitCode> {
         );
     let exe = std::env::current_exe().context("cannot find the sockit binary")?;
     let scratch = tempfile_dir()?;
-    let mut rows = Vec::new();
-    let mut idle = Vec::new();
+    // Every server runs from the start, so that each load can go to them in
+    // turn; an idle server costs no CPU.
+    let mut targets = Vec::new();
     for model in models {
-        let server = ModelProcess::start(&exe, model.name(), workers, max_connections, &scratch)
+        let process = ModelProcess::start(&exe, model.name(), workers, max_connections, &scratch)
             .with_context(|| format!("cannot start the {} model", model.name()))?;
-        for load in args.load.loads(server.addr, threads) {
-            rows.push(
-                bench::measure(model.name(), load, Some(server.pid()))
+        targets.push(Target {
+            name: model.name().to_owned(),
+            addr: process.addr,
+            model: Some((model, process)),
+        });
+    }
+    targets.extend(args.against.iter().map(|(name, addr)| Target {
+        name: name.clone(),
+        addr: *addr,
+        model: None,
+    }));
+    let load_count = args.load.conns.len() * args.load.size.len();
+    // measured[target][load]: that load's rounds on that server.
+    let mut measured = vec![vec![Vec::new(); load_count]; targets.len()];
+    for load_index in 0..load_count {
+        for _ in 0..args.rounds {
+            for (target, rounds) in targets.iter().zip(&mut measured) {
+                let load = args.load.loads(target.addr, threads)[load_index];
+                let row = bench::measure(&target.name, load, target.pid())
                     .await
-                    .context("cannot run the load")?,
-            );
+                    .context("cannot run the load")?;
+                rounds[load_index].push(row);
+            }
         }
-        if let Some(count) = args.idle
-            && matches!(model, Model::Async | Model::Epoll | Model::Poll)
-            && let Some(&first) = args.load.loads(server.addr, threads).first()
-        {
-            let busy = EchoLoad {
-                conns: IDLE_BUSY_CONNS,
-                ..first
+    }
+    let rows: Vec<Row> = measured.into_iter().flatten().map(median_round).collect();
+    let mut idle = Vec::new();
+    if let Some(count) = args.idle {
+        for target in &targets {
+            let Some((model, process)) = &target.model else {
+                continue;
             };
-            let cost = bench::idle_cost(model.name(), server.pid(), count, busy).await;
-            idle.push((model.name(), count, cost));
+            if !matches!(model, Model::Async | Model::Epoll | Model::Poll) {
+                continue;
+            }
+            if let Some(&first) = args.load.loads(target.addr, threads).first() {
+                let busy = EchoLoad {
+                    conns: IDLE_BUSY_CONNS,
+                    ..first
+                };
+                let cost = bench::idle_cost(model.name(), process.pid(), count, busy).await;
+                idle.push((model.name(), count, cost));
+            }
         }
     }
-    for (name, addr) in &args.against {
-        for load in args.load.loads(*addr, threads) {
-            rows.push(
-                bench::measure(name, load, None)
-                    .await
-                    .context("cannot run the load")?,
-            );
-        }
-    }
+    drop(targets);
     let _ = std::fs::remove_dir_all(&scratch);
     print_rows(&rows, args.load.json)?;
     if !args.load.json {
@@ -490,4 +546,40 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("sockit-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(round_trips_per_sec: f64, errors: u64, starved: u64) -> Row {
+        Row {
+            server: "epoll".to_owned(),
+            conns: 50,
+            size: 64,
+            round_trips_per_sec,
+            megabytes_per_sec: 0.0,
+            p50_us: round_trips_per_sec as u64,
+            p99_us: 0,
+            p999_us: 0,
+            connect_p50_us: 0,
+            errors,
+            starved,
+            connect_failures: 0,
+            rss_kib: None,
+        }
+    }
+
+    #[test]
+    fn the_median_round_stands_for_the_rounds_and_keeps_every_error() {
+        let row = median_round(vec![
+            round(300.0, 0, 0),
+            round(100.0, 2, 1),
+            round(200.0, 0, 3),
+        ]);
+        assert_eq!(row.round_trips_per_sec, 200.0);
+        assert_eq!(row.p50_us, 200, "the whole row is the median round's");
+        assert_eq!(row.errors, 2, "errors of every round");
+        assert_eq!(row.starved, 3, "the most starved of any round");
+    }
 }
