@@ -6,15 +6,20 @@
 //! echo must return; a wrong or short reply is an error, never a success.
 //! Each connection cycles through up to 16 different requests (see
 //! `requests`), so a reply left over from an earlier round trip cannot pass
-//! for the current one. The echo load runs on plain epoll loops (mio) rather
+//! for the current one. The connections share one table of them, each
+//! starting at its own place: per-connection tables outgrew the processor's
+//! caches at 500 connections and cost a tenth of the round trips. The echo load runs on plain epoll loops (mio) rather
 //! than Tokio tasks: a round trip then costs the generator little more than
 //! its two system calls, and the server under test, not the generator, sets
-//! the pace (BENCHMARKS.md compares it with a C generator).
+//! the pace (BENCHMARKS.md compares it with a C generator). Connections are
+//! made before the clock starts, as that C generator makes them: the round
+//! trips per second are those of connections that are up (`sockit bench
+//! connect` measures connecting), and each connect's time is recorded.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -74,12 +79,10 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
-/// The message for round trip `round` of connection `conn`: lowercase
-/// letters (so upper-casing is visible) that differ every time.
-fn message(conn: usize, round: u64, size: usize) -> Vec<u8> {
-    let seed = (conn as u64)
-        .wrapping_mul(7919)
-        .wrapping_add(round.wrapping_mul(104_729));
+/// Message number `round`: lowercase letters (so upper-casing is visible)
+/// that differ from one number to the next.
+fn message(round: u64, size: usize) -> Vec<u8> {
+    let seed = round.wrapping_mul(104_729);
     (0..size)
         .map(|i| b'a' + ((seed.wrapping_add(i as u64 * 13)) % 26) as u8)
         .collect()
@@ -93,39 +96,53 @@ fn message(conn: usize, round: u64, size: usize) -> Vec<u8> {
 /// The system refuses an event loop (an epoll instance) or a thread.
 pub fn echo(load: EchoLoad, progress: Arc<Progress>) -> std::io::Result<EchoOutcome> {
     let threads = load.threads.clamp(1, load.conns.max(1));
-    // Connections are dealt out in turn, so each loop gets its share. Their
-    // requests are built before the clock starts: with large messages that
-    // takes a while.
-    let shares: Vec<Vec<Requests>> = (0..threads)
-        .map(|index| {
-            (index..load.conns)
-                .step_by(threads)
-                .map(|conn| requests(&load, conn))
-                .collect()
-        })
+    // Connections are dealt out in turn, so each loop gets its share. The
+    // requests are built before the clock starts.
+    let requests = Arc::new(requests(&load));
+    let shares: Vec<Vec<usize>> = (0..threads)
+        .map(|index| (index..load.conns).step_by(threads).collect())
         .collect();
-    let started = Instant::now();
-    let deadline = started + load.duration;
-    let loops = shares
-        .into_iter()
-        .enumerate()
-        .map(|(index, share)| {
-            let progress = progress.clone();
+    // Every loop connects its share and says so; then all start the clock
+    // together. A loop whose start signal never comes (its sender dropped,
+    // as when a later loop cannot start) ends at once.
+    let (ready, all_ready) = mpsc::channel();
+    let mut loops = Vec::new();
+    let mut starts = Vec::new();
+    for (index, share) in shares.into_iter().enumerate() {
+        let (start, started) = mpsc::channel();
+        let (progress, ready, requests) = (progress.clone(), ready.clone(), requests.clone());
+        loops.push(
             std::thread::Builder::new()
                 .name(format!("sockit-load-{index}"))
-                .spawn(move || event_loop(&load, share, deadline, &progress))
-        })
-        .collect::<std::io::Result<Vec<_>>>()?;
+                .spawn(move || {
+                    event_loop(&load, (&requests, share), (&ready, &started), &progress)
+                })?,
+        );
+        starts.push(start);
+    }
+    drop(ready);
+    for _ in 0..loops.len() {
+        if all_ready.recv().is_err() {
+            break;
+        }
+    }
+    for start in &starts {
+        let _ = start.send(());
+    }
     let mut outcome = EchoOutcome::empty();
     for handle in loops {
         let one = handle
             .join()
             .map_err(|_| std::io::Error::other("a load thread panicked"))??;
+        outcome.elapsed = outcome.elapsed.max(one.elapsed);
         outcome.add(&one);
     }
-    outcome.elapsed = started.elapsed();
     Ok(outcome)
 }
+
+/// How long connects may take before the clock starts; connections still
+/// connecting then join the load when they are up.
+const CONNECT_WAIT: Duration = Duration::from_secs(1);
 
 impl EchoOutcome {
     fn empty() -> EchoOutcome {
@@ -154,37 +171,44 @@ impl EchoOutcome {
 }
 
 /// One thread's share of the load: its connections driven by one epoll
-/// loop, as a C load generator would, until the deadline. Everything is
-/// non-blocking: connects complete on a writable event, requests are written
-/// as far as the socket takes them, and replies are read as they arrive.
+/// loop, as a C load generator would. Everything is non-blocking: connects
+/// complete on a writable event, requests are written as far as the socket
+/// takes them, and replies are read as they arrive. The connections are
+/// made first; then the loop reports on `gate.0` and waits for the start
+/// on `gate.1`, and runs the load for its duration, which the outcome's
+/// `elapsed` gives.
 fn event_loop(
     load: &EchoLoad,
-    share: Vec<Requests>,
-    deadline: Instant,
+    share: (&Arc<Requests>, Vec<usize>),
+    gate: (&mpsc::Sender<()>, &mpsc::Receiver<()>),
     progress: &Progress,
 ) -> std::io::Result<EchoOutcome> {
-    let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
-    let mut outcome = EchoOutcome::empty();
-    let mut connections: Vec<Option<Connection>> = Vec::with_capacity(share.len());
-    for (slot, requests) in share.into_iter().enumerate() {
-        let opened = Connection::open(load, requests).and_then(|mut connection| {
-            poll.registry().register(
-                &mut connection.stream,
-                Token(slot),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            Ok(connection)
-        });
-        match opened {
-            Ok(connection) => connections.push(Some(connection)),
-            Err(_) => {
-                outcome.connect_failures += 1;
-                connections.push(None);
+    let connecting = connect_share(load, share, &mut events);
+    let (ready, start) = gate;
+    // Reported even when connecting failed, so that nobody waits for it.
+    let _ = ready.send(());
+    if start.recv().is_err() {
+        return Err(std::io::Error::other("the load was called off"));
+    }
+    let (mut poll, mut connections, mut outcome) = connecting?;
+    let started = Instant::now();
+    let deadline = started + load.duration;
+    let mut open = 0;
+    for slot in &mut connections {
+        let Some(connection) = slot else { continue };
+        if connection.connecting.is_none() {
+            connection.sent = started;
+            if connection.write().is_err() {
+                outcome.errors += load.depth() as u64;
+                if let Some(connection) = slot.take() {
+                    connection.finish(&mut outcome);
+                }
+                continue;
             }
         }
+        open += 1;
     }
-    let mut open = connections.iter().flatten().count();
     while open > 0 {
         let Some(left) = deadline.checked_duration_since(Instant::now()) else {
             break;
@@ -221,7 +245,71 @@ fn event_loop(
         connection.finish(&mut outcome);
     }
     outcome.bytes = outcome.round_trips * load.size as u64 * 2;
+    outcome.elapsed = started.elapsed();
     Ok(outcome)
+}
+
+/// Opens the connections of `share` (the requests and the connections'
+/// numbers) and waits, at most [`CONNECT_WAIT`] or
+/// the load's duration, until each is up or has failed. Failed ones are
+/// counted and left out (`None`); the others are registered with the
+/// returned poll, those still connecting included.
+fn connect_share(
+    load: &EchoLoad,
+    (requests, share): (&Arc<Requests>, Vec<usize>),
+    events: &mut Events,
+) -> std::io::Result<(Poll, Vec<Option<Connection>>, EchoOutcome)> {
+    let mut poll = Poll::new()?;
+    let mut outcome = EchoOutcome::empty();
+    let mut connections: Vec<Option<Connection>> = Vec::with_capacity(share.len());
+    for (slot, conn) in share.into_iter().enumerate() {
+        let opened = Connection::open(load, requests.clone(), conn).and_then(|mut connection| {
+            poll.registry().register(
+                &mut connection.stream,
+                Token(slot),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(connection)
+        });
+        match opened {
+            Ok(connection) => connections.push(Some(connection)),
+            Err(_) => {
+                outcome.connect_failures += 1;
+                connections.push(None);
+            }
+        }
+    }
+    let give_up = Instant::now() + load.duration.min(CONNECT_WAIT);
+    let mut pending = connections.iter().flatten().count();
+    while pending > 0 {
+        let Some(left) = give_up.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        if let Err(err) = poll.poll(events, Some(left)) {
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        for event in events.iter() {
+            let slot = &mut connections[event.token().0];
+            let Some(connection) = slot.as_mut().filter(|c| c.connecting.is_some()) else {
+                continue;
+            };
+            match connection.complete_connect(&mut outcome) {
+                Ok(true) => pending -= 1,
+                Ok(false) => {}
+                Err(_) => {
+                    if let Some(mut connection) = slot.take() {
+                        let _ = poll.registry().deregister(&mut connection.stream);
+                        connection.finish(&mut outcome);
+                    }
+                    pending -= 1;
+                }
+            }
+        }
+    }
+    Ok((poll, connections, outcome))
 }
 
 /// Why a connection of the load stopped before the deadline.
@@ -239,7 +327,7 @@ struct Connection {
     stream: TcpStream,
     /// When the connect began, while it has not completed.
     connecting: Option<Instant>,
-    requests: Requests,
+    requests: Arc<Requests>,
     turn: usize,
     written: usize,
     /// One byte more than a reply: a read that fills it means the server
@@ -255,15 +343,16 @@ struct Connection {
 }
 
 impl Connection {
-    /// Starts a non-blocking connect for a connection that will send
-    /// `requests`.
-    fn open(load: &EchoLoad, requests: Requests) -> std::io::Result<Connection> {
+    /// Starts a non-blocking connect for connection number `conn`, which
+    /// sends `requests` in turn from its own place among them.
+    fn open(load: &EchoLoad, requests: Arc<Requests>, conn: usize) -> std::io::Result<Connection> {
         let began = Instant::now();
+        let turn = conn % requests.len().max(1);
         Ok(Connection {
             stream: TcpStream::connect(load.addr)?,
             connecting: Some(began),
             requests,
-            turn: 0,
+            turn,
             written: 0,
             reply: vec![0; load.size * load.depth() + 1],
             filled: 0,
@@ -272,28 +361,41 @@ impl Connection {
         })
     }
 
-    /// Moves the connection on as far as `event` allows.
+    /// After an event on a connection still connecting: true once it is
+    /// up (its connect time recorded), false while it is still connecting.
+    fn complete_connect(&mut self, outcome: &mut EchoOutcome) -> Result<bool, Failure> {
+        let Some(began) = self.connecting else {
+            return Ok(true);
+        };
+        // A writable event ends a connect, in success or failure; the peer
+        // address tells which (mio's documented check).
+        match (self.stream.take_error(), self.stream.peer_addr()) {
+            (Ok(None), Ok(_)) => {}
+            (Ok(None), Err(err)) if err.kind() == std::io::ErrorKind::NotConnected => {
+                return Ok(false);
+            }
+            _ => return Err(Failure::Connect),
+        }
+        self.connecting = None;
+        let _ = outcome
+            .connect
+            .record((began.elapsed().as_micros() as u64).max(1));
+        let _ = self.stream.set_nodelay(true);
+        Ok(true)
+    }
+
+    /// Moves the connection on as far as `event` allows. A connection that
+    /// comes up after the clock started sends its first request at once.
     fn on_event(
         &mut self,
         event: &Event,
         load: &EchoLoad,
         outcome: &mut EchoOutcome,
     ) -> Result<(), Failure> {
-        if let Some(began) = self.connecting {
-            // A writable event ends a connect, in success or failure; the
-            // peer address tells which (mio's documented check).
-            match (self.stream.take_error(), self.stream.peer_addr()) {
-                (Ok(None), Ok(_)) => {}
-                (Ok(None), Err(err)) if err.kind() == std::io::ErrorKind::NotConnected => {
-                    return Ok(());
-                }
-                _ => return Err(Failure::Connect),
+        if self.connecting.is_some() {
+            if !self.complete_connect(outcome)? {
+                return Ok(());
             }
-            self.connecting = None;
-            let _ = outcome
-                .connect
-                .record((began.elapsed().as_micros() as u64).max(1));
-            let _ = self.stream.set_nodelay(true);
             self.sent = Instant::now();
             return self.write();
         }
@@ -391,28 +493,26 @@ impl Connection {
     }
 }
 
-/// The distinct requests a connection sends in turn, each with the reply it
-/// must get (one request is `pipeline` messages).
+/// The distinct requests the connections send in turn, each with the reply
+/// it must get (one request is `pipeline` messages).
 type Requests = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// The requests of connection number `conn`: 16 distinct ones, so that any
-/// reply left over from one of the last 15 round trips cannot pass for the
-/// current one and no message is built on the hot path; fewer, down to two,
-/// when requests are large, so that they take at most about 64 KiB per
-/// connection (with two, a reply repeated or left over from the round trip
-/// before still differs from the one expected).
-fn requests(load: &EchoLoad, conn: usize) -> Requests {
+/// The requests of a load: 16 distinct ones, so that a reply left over from
+/// one of the last 15 round trips cannot pass for the current one and no
+/// message is built on the hot path; fewer, down to two, when requests are
+/// large, so that they take at most about 64 KiB (with two, a reply
+/// repeated or left over from the round trip before still differs from the
+/// one expected). All connections share them, each starting at its own
+/// place, so a reply a server sends down the wrong connection is caught
+/// unless that connection stands at the same place (1 in 16).
+fn requests(load: &EchoLoad) -> Requests {
     let depth = load.depth();
     let variants = (64 * 1024 / (load.size * depth).max(1)).clamp(2, 16);
     (0..variants)
         .map(|variant| {
             let mut request = Vec::with_capacity(load.size * depth);
             for slot in 0..depth {
-                request.extend_from_slice(&message(
-                    conn,
-                    (variant * depth + slot) as u64,
-                    load.size,
-                ));
+                request.extend_from_slice(&message((variant * depth + slot) as u64, load.size));
             }
             let mut expected = request.clone();
             load.expect.apply(&mut expected);
@@ -459,7 +559,8 @@ pub async fn udp(
             let mut latency = histogram();
             let mut reply = vec![0u8; 65_536];
             while tokio::time::Instant::now() < deadline {
-                let message = message(socket_index, sent, size);
+                // Each socket's messages differ from every other socket's.
+                let message = message(((socket_index as u64) << 32) | sent, size);
                 let mut want = message.clone();
                 expect.apply(&mut want);
                 let at = Instant::now();
@@ -660,9 +761,10 @@ mod tests {
 
     #[test]
     fn messages_are_lowercase_and_differ_every_round() {
-        let one = message(3, 0, 64);
+        let one = message(0, 64);
         assert!(one.iter().all(u8::is_ascii_lowercase));
-        assert_ne!(one, message(3, 1, 64));
-        assert_ne!(one, message(4, 0, 64));
+        for round in 1..16 {
+            assert_ne!(one, message(round, 64), "{round}");
+        }
     }
 }
