@@ -201,9 +201,7 @@ fn event_loop(
             connection.sent = started;
             if connection.write().is_err() {
                 outcome.errors += load.depth() as u64;
-                if let Some(connection) = slot.take() {
-                    connection.finish(&mut outcome);
-                }
+                close(slot, &poll, &mut outcome);
                 continue;
             }
         }
@@ -227,10 +225,7 @@ fn event_loop(
                 if failure == Failure::Exchange {
                     outcome.errors += load.depth() as u64;
                 }
-                if let Some(mut connection) = slot.take() {
-                    let _ = poll.registry().deregister(&mut connection.stream);
-                    connection.finish(&mut outcome);
-                }
+                close(slot, &poll, &mut outcome);
                 open -= 1;
             }
         }
@@ -300,16 +295,22 @@ fn connect_share(
                 Ok(true) => pending -= 1,
                 Ok(false) => {}
                 Err(_) => {
-                    if let Some(mut connection) = slot.take() {
-                        let _ = poll.registry().deregister(&mut connection.stream);
-                        connection.finish(&mut outcome);
-                    }
+                    close(slot, &poll, &mut outcome);
                     pending -= 1;
                 }
             }
         }
     }
     Ok((poll, connections, outcome))
+}
+
+/// Ends the connection in `slot` before the deadline: it leaves the poll and
+/// is counted in the outcome.
+fn close(slot: &mut Option<Connection>, poll: &Poll, outcome: &mut EchoOutcome) {
+    if let Some(mut connection) = slot.take() {
+        let _ = poll.registry().deregister(&mut connection.stream);
+        connection.finish(outcome);
+    }
 }
 
 /// Why a connection of the load stopped before the deadline.

@@ -194,7 +194,8 @@ struct ModelsArgs {
 /// A server `bench models` loads: a model it started, or one of `--against`.
 struct Target {
     name: String,
-    addr: SocketAddr,
+    /// The loads to run against it, one per connection count and size.
+    loads: Vec<EchoLoad>,
     model: Option<(Model, ModelProcess)>,
 }
 
@@ -450,23 +451,22 @@ async fn models(args: ModelsArgs, threads: u16) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot start the {} model", model.name()))?;
         targets.push(Target {
             name: model.name().to_owned(),
-            addr: process.addr,
+            loads: args.load.loads(process.addr, threads),
             model: Some((model, process)),
         });
     }
     targets.extend(args.against.iter().map(|(name, addr)| Target {
         name: name.clone(),
-        addr: *addr,
+        loads: args.load.loads(*addr, threads),
         model: None,
     }));
-    let load_count = args.load.conns.len() * args.load.size.len();
+    let load_count = targets.first().map_or(0, |target| target.loads.len());
     // measured[target][load]: that load's rounds on that server.
     let mut measured = vec![vec![Vec::new(); load_count]; targets.len()];
     for load_index in 0..load_count {
         for _ in 0..args.rounds {
             for (target, rounds) in targets.iter().zip(&mut measured) {
-                let load = args.load.loads(target.addr, threads)[load_index];
-                let row = bench::measure(&target.name, load, target.pid())
+                let row = bench::measure(&target.name, target.loads[load_index], target.pid())
                     .await
                     .context("cannot run the load")?;
                 rounds[load_index].push(row);
@@ -483,7 +483,7 @@ async fn models(args: ModelsArgs, threads: u16) -> anyhow::Result<ExitCode> {
             if !matches!(model, Model::Async | Model::Epoll | Model::Poll) {
                 continue;
             }
-            if let Some(&first) = args.load.loads(target.addr, threads).first() {
+            if let Some(&first) = target.loads.first() {
                 let busy = EchoLoad {
                     conns: IDLE_BUSY_CONNS,
                     ..first
