@@ -1348,7 +1348,11 @@ impl Session {
                 .await;
         };
         let (user, jail) = self.user();
-        let quota = match context.quotas.writer(&user.name, jail.root(), user.quota) {
+        let quota = match context
+            .quotas
+            .writer(&user.name, jail.root(), user.quota)
+            .await
+        {
             Ok(quota) => quota,
             Err(_) => return self.reply(451, "Cannot count your disk usage").await,
         };

@@ -297,7 +297,8 @@ pub async fn upload(
     }
     let quota = state
         .quotas()
-        .writer(&home.user.name, home.jail.root(), home.user.quota)?;
+        .writer(&home.user.name, home.jail.root(), home.user.quota)
+        .await?;
     let mut uploaded = Uploaded {
         files: Vec::new(),
         bytes: 0,
@@ -447,7 +448,10 @@ pub async fn delete(
         tokio::fs::remove_dir(&real).await?;
     } else {
         tokio::fs::remove_file(&real).await?;
-        state.quotas().freed(&home.user.name, meta.len());
+        // A link's own size is not counted towards the quota (see `quota::usage`).
+        if meta.is_file() {
+            state.quotas().freed(&home.user.name, meta.len());
+        }
     }
     stats::record("http", "delete", format!("{} {path}", session.user));
     Ok(Json(path.to_string()))
