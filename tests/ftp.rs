@@ -293,6 +293,15 @@ fn curl_resumes_a_download_and_renames() {
     ]);
     assert!(!onto_existing.status.success());
     assert!(home.join("moved.bin").exists());
+
+    // Renaming never replaces: the check and the rename are one step.
+    std::fs::write(home.join("other.bin"), b"other").unwrap();
+    let mut control = Control::login(&addr, "carol", "pw");
+    assert!(control.command("RNFR moved.bin").starts_with("350"));
+    let reply = control.command("RNTO other.bin");
+    assert!(reply.starts_with("553"), "{reply}");
+    assert_eq!(std::fs::read(home.join("other.bin")).unwrap(), b"other");
+    assert!(std::fs::read(home.join("moved.bin")).unwrap() == content);
 }
 
 #[test]

@@ -789,13 +789,18 @@ impl Session {
                     Ok((to, _)) if to.is_root() => {
                         self.reply(553, "Cannot rename onto the home").await
                     }
-                    Ok((_, real)) if tokio::fs::symlink_metadata(&real).await.is_ok() => {
-                        self.reply(553, "The target exists; delete it first").await
+                    Ok((_, real)) => {
+                        let renaming = tokio::task::spawn_blocking(move || {
+                            vfs::rename_no_replace(&from, &real)
+                        });
+                        match renaming.await {
+                            Ok(Ok(())) => self.reply(250, "Renamed").await,
+                            Ok(Err(err)) if err.kind() == io::ErrorKind::AlreadyExists => {
+                                self.reply(553, "The target exists; delete it first").await
+                            }
+                            _ => self.reply(553, "Cannot rename").await,
+                        }
                     }
-                    Ok((_, real)) => match tokio::fs::rename(&from, &real).await {
-                        Ok(()) => self.reply(250, "Renamed").await,
-                        Err(_) => self.reply(553, "Cannot rename").await,
-                    },
                     Err((code, text)) => self.reply(code, text).await,
                 }
             }
@@ -1421,7 +1426,7 @@ impl Session {
                 tokio::task::block_in_place(|| file.sync_all())?;
                 match mode {
                     // The name was free when chosen; it must still be.
-                    StoreMode::Unique => rename_no_replace(&partial, &real),
+                    StoreMode::Unique => vfs::rename_no_replace(&partial, &real),
                     _ => tokio::fs::rename(&partial, &real).await,
                 }
             };
@@ -1543,32 +1548,6 @@ enum StoreMode {
     Append,
     /// STOU: store under a name that is not taken.
     Unique,
-}
-
-/// Renames `from` to `to` unless `to` exists (renameat2 with
-/// RENAME_NOREPLACE): the check and the rename are one step.
-fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = |path: &Path| {
-        std::ffi::CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the path"))
-    };
-    let (from, to) = (c_path(from)?, c_path(to)?);
-    // SAFETY: both are NUL-terminated paths that live through the call.
-    let done = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if done == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// Removes the partial file of an upload whose data connection never came,

@@ -416,11 +416,15 @@ pub async fn rename(
         return Err(FileError::NotPermitted("rename the home itself"));
     }
     valid_file_name(to.file_name().unwrap_or_default())?;
-    tokio::fs::symlink_metadata(&real_from).await?;
-    if tokio::fs::symlink_metadata(&real_to).await.is_ok() {
-        return Err(FileError::Conflict(format!("{to} exists already")));
+    let renaming =
+        tokio::task::spawn_blocking(move || vfs::rename_no_replace(&real_from, &real_to));
+    match renaming.await.map_err(std::io::Error::other)? {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(FileError::Conflict(format!("{to} exists already")));
+        }
+        Err(err) => return Err(err.into()),
     }
-    tokio::fs::rename(&real_from, &real_to).await?;
     stats::record("http", "rename", format!("{} {from} -> {to}", session.user));
     Ok(Json(to.to_string()))
 }
