@@ -1,6 +1,7 @@
 //! Per-user disk quotas, shared by every service that writes into homes.
 //!
-//! Each user with a quota has a ledger of bytes used. While writes run, every
+//! Each user with a quota has a ledger of bytes used in their home (one per
+//! user and home, so a user moved to a new home starts a new count). While writes run, every
 //! byte is charged to the ledger before it is written, and the services give
 //! bytes back when a write is discarded, an upload replaces older content or
 //! a file is deleted: two sessions of one user uploading at once share one
@@ -16,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,10 +65,10 @@ impl UserLedger {
     }
 }
 
-/// The ledgers of every user, by name.
+/// The ledgers of every user, by name and home.
 #[derive(Debug, Default)]
 pub struct Quotas {
-    ledgers: Mutex<HashMap<String, Arc<UserLedger>>>,
+    ledgers: Mutex<HashMap<(String, PathBuf), Arc<UserLedger>>>,
 }
 
 /// One running write of one user; charges bytes against their quota.
@@ -88,9 +89,9 @@ pub fn usage(home: &Path) -> io::Result<u64> {
 }
 
 impl Quotas {
-    /// Starts a write for `user` with `limit` (`None`: no quota) in `home`,
-    /// counting the home first when the ledger needs it (see the module
-    /// docs).
+    /// Starts a write for `user` with `limit` (`None`: no quota) in `home`
+    /// (canonical, as [`crate::vfs::Jail::root`] gives it), counting the
+    /// home first when the ledger needs it (see the module docs).
     ///
     /// # Errors
     /// The home cannot be walked to count its usage.
@@ -100,7 +101,11 @@ impl Quotas {
         home: &Path,
         limit: Option<u64>,
     ) -> io::Result<QuotaWriter> {
+        let key = (user.to_owned(), home.to_owned());
         let Some(limit) = limit else {
+            // Writes without a quota are not counted: should a quota be set
+            // again, its ledger must start from the disk.
+            self.ledgers.lock().expect("quota lock").remove(&key);
             return Ok(QuotaWriter {
                 ledger: None,
                 limit: u64::MAX,
@@ -110,7 +115,7 @@ impl Quotas {
             .ledgers
             .lock()
             .expect("quota lock")
-            .entry(user.to_owned())
+            .entry(key)
             .or_default()
             .clone();
         let starting = ledger.starting.lock().await;
@@ -131,9 +136,11 @@ impl Quotas {
         })
     }
 
-    /// Records that `bytes` of `user`'s were freed outside a write (a delete).
-    pub fn freed(&self, user: &str, bytes: u64) {
-        if let Some(ledger) = self.ledgers.lock().expect("quota lock").get(user) {
+    /// Records that `bytes` of `user`'s in `home` were freed outside a write
+    /// (a delete).
+    pub fn freed(&self, user: &str, home: &Path, bytes: u64) {
+        let key = (user.to_owned(), home.to_owned());
+        if let Some(ledger) = self.ledgers.lock().expect("quota lock").get(&key) {
             let mut entry = ledger.lock();
             entry.used = entry.used.saturating_sub(bytes);
         }
@@ -220,7 +227,7 @@ mod tests {
         );
         second.refund(30);
         assert_eq!(first.remaining(), 30);
-        quotas.freed("u", 40);
+        quotas.freed("u", home.path(), 40);
         assert_eq!(second.remaining(), 70);
     }
 
@@ -247,6 +254,28 @@ mod tests {
         // The next write to start alone counts the disk again.
         let writer = quotas.writer("u", home.path(), Some(100)).await.unwrap();
         assert_eq!(writer.remaining(), 50);
+    }
+
+    #[tokio::test]
+    async fn a_new_home_or_a_quota_set_again_starts_from_the_disk() {
+        let (old, new) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::write(old.path().join("a"), vec![0; 40]).unwrap();
+        std::fs::write(new.path().join("b"), vec![0; 10]).unwrap();
+        let quotas = Quotas::default();
+        let writer = quotas.writer("u", old.path(), Some(100)).await.unwrap();
+        assert_eq!(writer.remaining(), 60);
+        drop(writer);
+        let moved = quotas.writer("u", new.path(), Some(100)).await.unwrap();
+        assert_eq!(moved.remaining(), 90);
+        drop(moved);
+
+        // Written while the user had no quota, then limited again at once.
+        let unlimited = quotas.writer("u", old.path(), None).await.unwrap();
+        assert_eq!(unlimited.charge(20), Ok(()));
+        std::fs::write(old.path().join("c"), vec![0; 20]).unwrap();
+        drop(unlimited);
+        let limited = quotas.writer("u", old.path(), Some(100)).await.unwrap();
+        assert_eq!(limited.remaining(), 40);
     }
 
     #[tokio::test]

@@ -151,6 +151,16 @@ pub struct NewUser {
     pub admin: bool,
 }
 
+/// What to change with [`UserStore::change`]; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserChanges {
+    pub home: Option<PathBuf>,
+    /// `Some(None)` removes the quota.
+    pub quota: Option<Option<u64>>,
+    pub permissions: Option<Permissions>,
+    pub admin: Option<bool>,
+}
+
 /// The users of one data dir.
 #[derive(Debug)]
 pub struct UserStore {
@@ -457,6 +467,43 @@ impl UserStore {
         })
     }
 
+    /// Changes a user's home, quota, permissions or admin flag; a new home
+    /// is created if missing (the files in the old one stay there).
+    ///
+    /// # Errors
+    /// [`UserError::NoSuchUser`], a relative home, or the home or the file
+    /// cannot be written.
+    pub fn change(&self, name: &str, changes: UserChanges) -> Result<User, UserError> {
+        if let Some(home) = &changes.home {
+            if !home.is_absolute() {
+                return Err(UserError::RelativeHome(home.clone()));
+            }
+            self.find(name)?;
+            std::fs::create_dir_all(home).map_err(|source| UserError::Write {
+                path: home.clone(),
+                source,
+            })?;
+        }
+        self.update(|users| {
+            let user = users
+                .get_mut(name)
+                .ok_or_else(|| UserError::NoSuchUser(name.to_owned()))?;
+            if let Some(home) = changes.home {
+                user.home = home;
+            }
+            if let Some(quota) = changes.quota {
+                user.quota = quota;
+            }
+            if let Some(permissions) = changes.permissions {
+                user.permissions = permissions;
+            }
+            if let Some(admin) = changes.admin {
+                user.admin = admin;
+            }
+            Ok(user.clone())
+        })
+    }
+
     /// Removes a user (their files stay).
     ///
     /// # Errors
@@ -534,6 +581,49 @@ mod tests {
         assert_eq!(store.verify("alice", "s3cret").unwrap().name, "alice");
         assert_eq!(store.verify("alice", "S3cret"), Err(WrongCredentials));
         assert_eq!(store.verify("nobody", "s3cret"), Err(WrongCredentials));
+    }
+
+    #[test]
+    fn a_change_keeps_the_password_and_what_it_does_not_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = UserStore::open(dir.path()).unwrap();
+        let before = store.add(new_user("alice", "s3cret")).unwrap();
+        let home = dir.path().join("elsewhere");
+        let after = store
+            .change(
+                "alice",
+                UserChanges {
+                    home: Some(home.clone()),
+                    quota: Some(None),
+                    ..UserChanges::default()
+                },
+            )
+            .unwrap();
+        assert_eq!((after.home.as_path(), after.quota), (home.as_path(), None));
+        assert!(home.is_dir());
+        assert_eq!(after.permissions, before.permissions);
+        assert_eq!(after.password, before.password);
+        assert_eq!(store.find("alice").unwrap(), after);
+        let admin = UserChanges {
+            permissions: Some(Permissions::FULL),
+            admin: Some(true),
+            ..UserChanges::default()
+        };
+        let promoted = store.change("alice", admin.clone()).unwrap();
+        assert!(promoted.admin && promoted.permissions == Permissions::FULL);
+        assert_eq!(promoted.home, home);
+        assert!(matches!(
+            store.change("bob", admin),
+            Err(UserError::NoSuchUser(_))
+        ));
+        let relative = UserChanges {
+            home: Some(PathBuf::from("rel")),
+            ..UserChanges::default()
+        };
+        assert!(matches!(
+            store.change("alice", relative),
+            Err(UserError::RelativeHome(_))
+        ));
     }
 
     #[test]

@@ -95,6 +95,86 @@ fn a_config_error_is_one_line_naming_the_key_and_the_line() {
 }
 
 #[test]
+fn user_add_set_list_passwd_and_del_manage_the_store() {
+    let data = tempfile::tempdir().unwrap();
+    let user = |args: &[&str], stdin: &[u8]| {
+        let mut all = vec!["user", "--data-dir", data.path().to_str().unwrap()];
+        all.extend_from_slice(args);
+        let output = run_sockit(&all, stdin);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output.status.code(), stdout, stderr_of(&output))
+    };
+    let (code, stdout, _) = user(
+        &["add", "alice", "--quota", "2G", "--password-stdin"],
+        b"pw\n",
+    );
+    assert_eq!(code, Some(0));
+    assert!(stdout.starts_with("added alice (home "), "{stdout}");
+
+    let (code, stdout, _) = user(
+        &["set", "alice", "--quota", "500M", "--read-only", "--admin"],
+        b"",
+    );
+    assert_eq!(code, Some(0));
+    let row = stdout.lines().nth(1).unwrap_or_default();
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        columns[..5],
+        ["alice", "500.0", "MiB", "read-only", "yes"],
+        "{stdout}"
+    );
+
+    let (code, _, stderr) = user(&["set", "alice"], b"");
+    assert_eq!(
+        code,
+        Some(2),
+        "nothing to change is a usage error: {stderr}"
+    );
+    let (code, _, stderr) = user(&["set", "alice", "--quota", "1G", "--no-quota"], b"");
+    assert_eq!(code, Some(2), "{stderr}");
+    let (code, _, stderr) = user(&["set", "nobody", "--admin"], b"");
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("no user named \"nobody\""), "{stderr}");
+    let moved = data.path().join("elsewhere");
+    let (code, stdout, _) = user(&["set", "alice", "--home", moved.to_str().unwrap()], b"");
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.trim_end().ends_with(moved.to_str().unwrap()),
+        "{stdout}"
+    );
+    assert!(moved.is_dir());
+
+    let (_, stdout, _) = user(
+        &["set", "alice", "--no-quota", "--read-write", "--no-admin"],
+        b"",
+    );
+    let columns: Vec<String> = stdout
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(columns[..4], ["alice", "none", "full", "no"], "{stdout}");
+
+    let (code, stdout, _) = user(&["passwd", "alice", "--password-stdin"], b"new\n");
+    assert_eq!(
+        (code, stdout.trim()),
+        (Some(0), "password changed for alice")
+    );
+    let (code, stdout, _) = user(&["list"], b"");
+    assert_eq!(code, Some(0));
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    let (code, stdout, _) = user(&["del", "alice"], b"");
+    assert_eq!(
+        (code, stdout.trim()),
+        (Some(0), "deleted alice (their files stay)")
+    );
+    let (_, stdout, _) = user(&["list"], b"");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+}
+
+#[test]
 fn serve_with_port_8080_taken_names_the_service_the_port_and_the_flag() {
     // Hold 8080 ourselves; if another program already holds it, it is taken all the same.
     let _holder = TcpListener::bind("127.0.0.1:8080");

@@ -250,6 +250,29 @@ fn an_upload_over_quota_gets_552_and_the_old_file_stays() {
         vec!["report.txt".to_owned()],
         "no partial upload left behind"
     );
+
+    // The running server takes a new quota at the next login.
+    let set_quota = |quota: &str| {
+        let data_dir = server.data_dir().to_str().unwrap();
+        let args = [
+            "user",
+            "--data-dir",
+            data_dir,
+            "set",
+            "small",
+            "--quota",
+            quota,
+        ];
+        let output = run_sockit(&args, b"");
+        assert!(output.status.success(), "{output:?}");
+    };
+    set_quota("1M");
+    let url = format!("ftp://small:pw@{addr}/report.txt");
+    curl_ok(&["-T", big.to_str().unwrap(), &url]);
+    assert!(std::fs::read(home.join("report.txt")).unwrap() == vec![1u8; 200 * 1024]);
+    set_quota("100K");
+    let output = curl(&["-T", big.to_str().unwrap(), &url]);
+    assert!(!output.status.success());
 }
 
 #[test]

@@ -5,14 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::{Args, Subcommand};
-use sockit::users::{NewUser, Permissions, Secret, UserStore};
+use clap::{ArgGroup, Args, Subcommand};
+use sockit::users::{NewUser, Permissions, Secret, User, UserChanges, UserStore};
 use sockit::{config, size};
 
 /// Manage the users of FTP and the HTTP console (users.toml in the data dir).
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  sockit user add alice --quota 2G\n  printf 'pw\\n' | sockit user add bob --read-only --password-stdin\n  sockit user list\n  sockit user passwd alice\n  sockit user del bob"
+    after_help = "Examples:\n  sockit user add alice --quota 2G\n  printf 'pw\\n' | sockit user add bob --read-only --password-stdin\n  sockit user set bob --quota 1G --read-write\n  sockit user list\n  sockit user passwd alice\n  sockit user del bob"
 )]
 pub struct UserArgs {
     /// The data dir holding users.toml [default: $XDG_DATA_HOME/sockit or ~/.local/share/sockit].
@@ -44,6 +44,37 @@ enum UserAction {
         /// Read the password from the first line of stdin.
         #[arg(long)]
         password_stdin: bool,
+    },
+    /// Change a user's home, quota, permissions or admin flag. FTP sessions
+    /// see the change at their next login, the console at its next request.
+    #[command(
+        after_help = "Examples:\n  sockit user set alice --quota 5G\n  sockit user set bob --no-quota --read-write\n  sockit user set carol --home /srv/ftp/carol --admin",
+        group(ArgGroup::new("changes").required(true).multiple(true))
+    )]
+    Set {
+        /// The user to change.
+        name: String,
+        /// New home directory (absolute; created if missing; files in the old one stay).
+        #[arg(long, value_name = "DIR", group = "changes")]
+        home: Option<PathBuf>,
+        /// New disk quota: bytes, or a number with K, M, G or T (powers of 1024).
+        #[arg(long, value_name = "SIZE", value_parser = size::parse, group = "changes")]
+        quota: Option<u64>,
+        /// Remove the disk quota.
+        #[arg(long, conflicts_with = "quota", group = "changes")]
+        no_quota: bool,
+        /// May only list and download.
+        #[arg(long, group = "changes")]
+        read_only: bool,
+        /// May upload, delete, make directories and rename.
+        #[arg(long, conflicts_with = "read_only", group = "changes")]
+        read_write: bool,
+        /// May see the console's dashboard.
+        #[arg(long, group = "changes")]
+        admin: bool,
+        /// May not see the console's dashboard.
+        #[arg(long, conflicts_with = "admin", group = "changes")]
+        no_admin: bool,
     },
     /// List users with their home, quota and permissions.
     #[command(after_help = "Example:\n  sockit user list")]
@@ -97,31 +128,44 @@ pub fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
                 user.home.display()
             )?;
         }
-        UserAction::List => {
-            writeln!(
-                std::io::stdout(),
-                "{:<16} {:<10} {:<10} {:<6} home",
-                "name",
-                "quota",
-                "access",
-                "admin"
-            )?;
-            for user in store.list()? {
-                let quota = user.quota.map_or_else(|| "none".to_owned(), size::format);
-                let access = if user.permissions == Permissions::READ_ONLY {
-                    "read-only"
-                } else if user.permissions == Permissions::FULL {
-                    "full"
+        UserAction::Set {
+            name,
+            home,
+            quota,
+            no_quota,
+            read_only,
+            read_write,
+            admin,
+            no_admin,
+        } => {
+            let home = match home {
+                Some(home) => Some(std::path::absolute(&home).context("cannot resolve --home")?),
+                None => None,
+            };
+            let changes = UserChanges {
+                home,
+                quota: if no_quota {
+                    Some(None)
                 } else {
-                    "custom"
-                };
-                let admin = if user.admin { "yes" } else { "no" };
-                writeln!(
-                    std::io::stdout(),
-                    "{:<16} {quota:<10} {access:<10} {admin:<6} {}",
-                    user.name,
-                    user.home.display()
-                )?;
+                    quota.map(Some)
+                },
+                permissions: (read_only || read_write).then_some(if read_only {
+                    Permissions::READ_ONLY
+                } else {
+                    Permissions::FULL
+                }),
+                admin: (admin || no_admin).then_some(admin),
+            };
+            let user = store.change(&name, changes)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{HEADER}")?;
+            writeln!(out, "{}", row(&user))?;
+        }
+        UserAction::List => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{HEADER}")?;
+            for user in store.list()? {
+                writeln!(out, "{}", row(&user))?;
             }
         }
         UserAction::Del { name } => {
@@ -139,6 +183,27 @@ pub fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The column heads of [`row`].
+const HEADER: &str = "name             quota      access     admin  home";
+
+/// One user as `sockit user list` shows them.
+fn row(user: &User) -> String {
+    let quota = user.quota.map_or_else(|| "none".to_owned(), size::format);
+    let access = if user.permissions == Permissions::READ_ONLY {
+        "read-only"
+    } else if user.permissions == Permissions::FULL {
+        "full"
+    } else {
+        "custom"
+    };
+    let admin = if user.admin { "yes" } else { "no" };
+    format!(
+        "{:<16} {quota:<10} {access:<10} {admin:<6} {}",
+        user.name,
+        user.home.display()
+    )
 }
 
 /// Reads a password: from stdin's first line, or asked twice on the terminal.

@@ -189,12 +189,17 @@ async fn sweep_partial_uploads(context: Arc<FtpContext>, keep: Duration) {
         };
         for user in users {
             let home = user.home.clone();
-            let swept =
-                tokio::task::spawn_blocking(move || vfs::remove_stale_uploads(&home, cutoff)).await;
-            if let Ok(Ok((removed, freed))) = swept
+            let swept = tokio::task::spawn_blocking(move || {
+                // The quotas know a home by its canonical path, as the jail gives it.
+                let root = home.canonicalize()?;
+                vfs::remove_stale_uploads(&root, cutoff)
+                    .map(|(removed, freed)| (root, removed, freed))
+            })
+            .await;
+            if let Ok(Ok((root, removed, freed))) = swept
                 && removed > 0
             {
-                context.quotas.freed(&user.name, freed);
+                context.quotas.freed(&user.name, &root, freed);
                 tracing::info!(user = %user.name, removed, freed, "removed stale partial uploads");
             }
         }

@@ -894,8 +894,8 @@ impl Session {
                     let removing = tokio::task::spawn_blocking(move || vfs::remove_dir(&real));
                     match removing.await {
                         Ok(Ok(freed)) => {
-                            let name = self.user().0.name.clone();
-                            self.context.quotas.freed(&name, freed);
+                            let (user, jail) = self.user();
+                            self.context.quotas.freed(&user.name, jail.root(), freed);
                             self.reply(250, "Directory removed").await
                         }
                         _ => {
@@ -948,8 +948,8 @@ impl Session {
         if !deleted {
             return self.reply(550, "No such file").await;
         }
-        let name = self.user().0.name.clone();
-        self.context.quotas.freed(&name, freed);
+        let (user, jail) = self.user();
+        self.context.quotas.freed(&user.name, jail.root(), freed);
         self.reply(250, "File deleted").await
     }
 

@@ -454,7 +454,9 @@ pub async fn delete(
         tokio::fs::remove_file(&real).await?;
         // A link's own size is not counted towards the quota (see `quota::usage`).
         if meta.is_file() {
-            state.quotas().freed(&home.user.name, meta.len());
+            state
+                .quotas()
+                .freed(&home.user.name, home.jail.root(), meta.len());
         }
     }
     stats::record("http", "delete", format!("{} {path}", session.user));
