@@ -1,11 +1,14 @@
-//! Per-user disk quotas, shared by every service that writes into homes.
+//! Per-user disk quotas, shared by every service that writes into homes: a
+//! limit on the bytes a user stores, and one on the files and directories
+//! (entries) they have, since a byte quota alone lets a user fill the disk's
+//! inodes with empty files.
 //!
-//! Each user with a quota has a ledger of bytes used in their home (one per
-//! user and home, so a user moved to a new home starts a new count). While writes run, every
-//! byte is charged to the ledger before it is written, and the services give
-//! bytes back when a write is discarded, an upload replaces older content or
-//! a file is deleted: two sessions of one user uploading at once share one
-//! count and cannot pass the quota together.
+//! Each user with a limit has a ledger of what their home holds (one per user
+//! and home, so a user moved to a new home starts a new count). While writes
+//! run, every byte is charged to the ledger before it is written and every
+//! entry before it is made, and the services give back what a discarded
+//! write, a replaced file or a delete freed: two sessions of one user
+//! uploading at once share one count and cannot pass the limits together.
 //!
 //! The ledger starts from a count of the home on disk (a walk, links not
 //! followed), taken on the blocking pool when a write starts. It is taken
@@ -27,18 +30,35 @@ use tokio::time::Instant;
 /// counts it again.
 pub const RECOUNT_AFTER: Duration = Duration::from_secs(60);
 
-/// The quota would be exceeded.
+/// What a user may store; `None` is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub bytes: Option<u64>,
+    /// Files, directories and links, at any depth.
+    pub entries: Option<u64>,
+}
+
+/// A limit would be passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("disk quota exceeded: {used} of {limit} bytes used")]
-pub struct QuotaExceeded {
-    pub used: u64,
-    pub limit: u64,
+pub enum QuotaExceeded {
+    #[error("disk quota exceeded: {used} of {limit} bytes used")]
+    Bytes { used: u64, limit: u64 },
+    #[error("file limit reached: {limit} files and directories")]
+    Entries { limit: u64 },
+}
+
+/// What a home holds, as the quotas count it: regular files' bytes, and
+/// entries of every kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub bytes: u64,
+    pub entries: u64,
 }
 
 /// One user's count.
 #[derive(Debug, Default)]
 struct Ledger {
-    used: u64,
+    used: Usage,
     writers: usize,
     /// When `used` was last taken from the disk.
     counted: Option<Instant>,
@@ -71,46 +91,51 @@ pub struct Quotas {
     ledgers: Mutex<HashMap<(String, PathBuf), Arc<UserLedger>>>,
 }
 
-/// One running write of one user; charges bytes against their quota.
+/// One running write of one user; charges bytes and entries against their
+/// limits. Anything that makes entries in a home (an upload, a new
+/// directory) runs as one.
 #[derive(Debug)]
 pub struct QuotaWriter {
     ledger: Option<Arc<UserLedger>>,
-    limit: u64,
+    max_bytes: u64,
+    max_entries: u64,
 }
 
-/// Bytes used under `home`: regular files' sizes; links are not followed.
+/// What `home` holds: regular files' sizes and every entry; links are not
+/// followed.
 ///
 /// # Errors
 /// The home cannot be read.
-pub fn usage(home: &Path) -> io::Result<u64> {
-    let mut total = 0;
-    crate::vfs::for_each_file(home, |_, meta| total += meta.len())?;
-    Ok(total)
+pub fn usage(home: &Path) -> io::Result<Usage> {
+    let mut usage = Usage::default();
+    crate::vfs::for_each_entry(home, |_, meta| {
+        usage.entries += 1;
+        if meta.is_file() {
+            usage.bytes += meta.len();
+        }
+    })?;
+    Ok(usage)
 }
 
 impl Quotas {
-    /// Starts a write for `user` with `limit` (`None`: no quota) in `home`
-    /// (canonical, as [`crate::vfs::Jail::root`] gives it), counting the
-    /// home first when the ledger needs it (see the module docs).
+    /// Starts a write for `user` with `limits` in `home` (canonical, as
+    /// [`crate::vfs::Jail::root`] gives it), counting the home first when
+    /// the ledger needs it (see the module docs).
     ///
     /// # Errors
     /// The home cannot be walked to count its usage.
-    pub async fn writer(
-        &self,
-        user: &str,
-        home: &Path,
-        limit: Option<u64>,
-    ) -> io::Result<QuotaWriter> {
+    pub async fn writer(&self, user: &str, home: &Path, limits: Limits) -> io::Result<QuotaWriter> {
         let key = (user.to_owned(), home.to_owned());
-        let Some(limit) = limit else {
-            // Writes without a quota are not counted: should a quota be set
+        if limits == Limits::default() {
+            // Writes without limits are not counted: should a limit be set
             // again, its ledger must start from the disk.
             self.ledgers.lock().expect("quota lock").remove(&key);
             return Ok(QuotaWriter {
                 ledger: None,
-                limit: u64::MAX,
+                max_bytes: u64::MAX,
+                max_entries: u64::MAX,
             });
-        };
+        }
         let ledger = self
             .ledgers
             .lock()
@@ -132,17 +157,18 @@ impl Quotas {
         drop(starting);
         Ok(QuotaWriter {
             ledger: Some(ledger),
-            limit,
+            max_bytes: limits.bytes.unwrap_or(u64::MAX),
+            max_entries: limits.entries.unwrap_or(u64::MAX),
         })
     }
 
-    /// Records that `bytes` of `user`'s in `home` were freed outside a write
-    /// (a delete).
-    pub fn freed(&self, user: &str, home: &Path, bytes: u64) {
+    /// Records what a delete of `user`'s in `home` freed, outside a write.
+    pub fn freed(&self, user: &str, home: &Path, freed: Usage) {
         let key = (user.to_owned(), home.to_owned());
         if let Some(ledger) = self.ledgers.lock().expect("quota lock").get(&key) {
             let mut entry = ledger.lock();
-            entry.used = entry.used.saturating_sub(bytes);
+            entry.used.bytes = entry.used.bytes.saturating_sub(freed.bytes);
+            entry.used.entries = entry.used.entries.saturating_sub(freed.entries);
         }
     }
 }
@@ -151,20 +177,20 @@ impl QuotaWriter {
     /// Charges `bytes` about to be written.
     ///
     /// # Errors
-    /// [`QuotaExceeded`] when they do not fit; nothing is charged then.
+    /// [`QuotaExceeded::Bytes`] when they do not fit; nothing is charged then.
     pub fn charge(&self, bytes: u64) -> Result<(), QuotaExceeded> {
         let Some(ledger) = &self.ledger else {
             return Ok(());
         };
         let mut entry = ledger.lock();
-        match entry.used.checked_add(bytes) {
-            Some(total) if total <= self.limit => {
-                entry.used = total;
+        match entry.used.bytes.checked_add(bytes) {
+            Some(total) if total <= self.max_bytes => {
+                entry.used.bytes = total;
                 Ok(())
             }
-            _ => Err(QuotaExceeded {
-                used: entry.used,
-                limit: self.limit,
+            _ => Err(QuotaExceeded::Bytes {
+                used: entry.used.bytes,
+                limit: self.max_bytes,
             }),
         }
     }
@@ -174,15 +200,47 @@ impl QuotaWriter {
     pub fn refund(&self, bytes: u64) {
         if let Some(ledger) = &self.ledger {
             let mut entry = ledger.lock();
-            entry.used = entry.used.saturating_sub(bytes);
+            entry.used.bytes = entry.used.bytes.saturating_sub(bytes);
         }
     }
 
     /// Bytes that may still be written.
     pub fn remaining(&self) -> u64 {
         match &self.ledger {
-            Some(ledger) => self.limit.saturating_sub(ledger.lock().used),
+            Some(ledger) => self.max_bytes.saturating_sub(ledger.lock().used.bytes),
             None => u64::MAX,
+        }
+    }
+
+    /// Counts an entry about to be made. With `replacing`, the entry is an
+    /// upload's partial file that will take an existing file's place, and
+    /// may pass the limit by one: once it lands, the count is back where it
+    /// was, and a user at their limit can still replace their files.
+    ///
+    /// # Errors
+    /// [`QuotaExceeded::Entries`] when it does not fit; nothing is counted then.
+    pub fn add_entry(&self, replacing: bool) -> Result<(), QuotaExceeded> {
+        let Some(ledger) = &self.ledger else {
+            return Ok(());
+        };
+        let allowed = self.max_entries.saturating_add(u64::from(replacing));
+        let mut entry = ledger.lock();
+        if entry.used.entries < allowed {
+            entry.used.entries += 1;
+            Ok(())
+        } else {
+            Err(QuotaExceeded::Entries {
+                limit: self.max_entries,
+            })
+        }
+    }
+
+    /// Gives back an entry: one that could not be made, a discarded partial
+    /// file, or the file a completed upload replaced.
+    pub fn remove_entry(&self) {
+        if let Some(ledger) = &self.ledger {
+            let mut entry = ledger.lock();
+            entry.used.entries = entry.used.entries.saturating_sub(1);
         }
     }
 }
@@ -199,14 +257,27 @@ impl Drop for QuotaWriter {
 mod tests {
     use super::*;
 
+    fn bytes(limit: u64) -> Limits {
+        Limits {
+            bytes: Some(limit),
+            entries: None,
+        }
+    }
+
     #[test]
-    fn usage_counts_files_in_every_directory() {
+    fn usage_counts_bytes_of_files_and_entries_of_every_kind() {
         let home = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(home.path().join("a/b")).unwrap();
         std::fs::write(home.path().join("x"), vec![0; 10]).unwrap();
         std::fs::write(home.path().join("a/b/y"), vec![0; 32]).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", home.path().join("link")).unwrap();
-        assert_eq!(usage(home.path()).unwrap(), 42);
+        assert_eq!(
+            usage(home.path()).unwrap(),
+            Usage {
+                bytes: 42,
+                entries: 5
+            }
+        );
     }
 
     #[tokio::test]
@@ -214,20 +285,27 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         std::fs::write(home.path().join("old"), vec![0; 40]).unwrap();
         let quotas = Quotas::default();
-        let first = quotas.writer("u", home.path(), Some(100)).await.unwrap();
-        let second = quotas.writer("u", home.path(), Some(100)).await.unwrap();
+        let first = quotas.writer("u", home.path(), bytes(100)).await.unwrap();
+        let second = quotas.writer("u", home.path(), bytes(100)).await.unwrap();
         assert_eq!(first.charge(30), Ok(()));
         assert_eq!(second.charge(30), Ok(()));
         assert_eq!(
             first.charge(1),
-            Err(QuotaExceeded {
+            Err(QuotaExceeded::Bytes {
                 used: 100,
                 limit: 100
             })
         );
         second.refund(30);
         assert_eq!(first.remaining(), 30);
-        quotas.freed("u", home.path(), 40);
+        quotas.freed(
+            "u",
+            home.path(),
+            Usage {
+                bytes: 40,
+                entries: 1,
+            },
+        );
         assert_eq!(second.remaining(), 70);
     }
 
@@ -236,23 +314,23 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         std::fs::write(home.path().join("old"), vec![0; 40]).unwrap();
         let quotas = Quotas::default();
-        let writer = quotas.writer("u", home.path(), Some(100)).await.unwrap();
+        let writer = quotas.writer("u", home.path(), bytes(100)).await.unwrap();
         assert_eq!(writer.remaining(), 60);
         drop(writer);
 
         // Copied in by hand: not seen while the count is fresh...
         std::fs::write(home.path().join("by-hand"), vec![0; 10]).unwrap();
-        let writer = quotas.writer("u", home.path(), Some(100)).await.unwrap();
+        let writer = quotas.writer("u", home.path(), bytes(100)).await.unwrap();
         assert_eq!(writer.remaining(), 60);
 
         // ...nor once it is old, while a write runs: its charges would be lost.
         tokio::time::advance(RECOUNT_AFTER).await;
-        let beside = quotas.writer("u", home.path(), Some(100)).await.unwrap();
+        let beside = quotas.writer("u", home.path(), bytes(100)).await.unwrap();
         assert_eq!(beside.remaining(), 60);
         drop((writer, beside));
 
         // The next write to start alone counts the disk again.
-        let writer = quotas.writer("u", home.path(), Some(100)).await.unwrap();
+        let writer = quotas.writer("u", home.path(), bytes(100)).await.unwrap();
         assert_eq!(writer.remaining(), 50);
     }
 
@@ -262,27 +340,63 @@ mod tests {
         std::fs::write(old.path().join("a"), vec![0; 40]).unwrap();
         std::fs::write(new.path().join("b"), vec![0; 10]).unwrap();
         let quotas = Quotas::default();
-        let writer = quotas.writer("u", old.path(), Some(100)).await.unwrap();
+        let writer = quotas.writer("u", old.path(), bytes(100)).await.unwrap();
         assert_eq!(writer.remaining(), 60);
         drop(writer);
-        let moved = quotas.writer("u", new.path(), Some(100)).await.unwrap();
+        let moved = quotas.writer("u", new.path(), bytes(100)).await.unwrap();
         assert_eq!(moved.remaining(), 90);
         drop(moved);
 
         // Written while the user had no quota, then limited again at once.
-        let unlimited = quotas.writer("u", old.path(), None).await.unwrap();
+        let unlimited = quotas
+            .writer("u", old.path(), Limits::default())
+            .await
+            .unwrap();
         assert_eq!(unlimited.charge(20), Ok(()));
         std::fs::write(old.path().join("c"), vec![0; 20]).unwrap();
         drop(unlimited);
-        let limited = quotas.writer("u", old.path(), Some(100)).await.unwrap();
+        let limited = quotas.writer("u", old.path(), bytes(100)).await.unwrap();
         assert_eq!(limited.remaining(), 40);
+    }
+
+    #[tokio::test]
+    async fn entries_stop_at_the_limit_but_one_may_replace_a_file_there() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir(home.path().join("dir")).unwrap();
+        std::fs::write(home.path().join("dir/file"), b"x").unwrap();
+        let limits = Limits {
+            bytes: None,
+            entries: Some(3),
+        };
+        let quotas = Quotas::default();
+        let first = quotas.writer("u", home.path(), limits).await.unwrap();
+        let second = quotas.writer("u", home.path(), limits).await.unwrap();
+        assert_eq!(first.add_entry(false), Ok(()));
+        let full = Err(QuotaExceeded::Entries { limit: 3 });
+        assert_eq!(second.add_entry(false), full);
+        // A partial file that will replace a file: one over, not two.
+        assert_eq!(second.add_entry(true), Ok(()));
+        assert_eq!(first.add_entry(true), full);
+        second.remove_entry();
+        quotas.freed(
+            "u",
+            home.path(),
+            Usage {
+                bytes: 1,
+                entries: 1,
+            },
+        );
+        assert_eq!(first.add_entry(false), Ok(()));
+        assert_eq!(second.add_entry(false), full);
+        // Bytes are not limited here.
+        assert_eq!(first.charge(u64::MAX / 2), Ok(()));
     }
 
     #[tokio::test]
     async fn no_quota_means_no_limit() {
         let home = tempfile::tempdir().unwrap();
         let writer = Quotas::default()
-            .writer("u", home.path(), None)
+            .writer("u", home.path(), Limits::default())
             .await
             .unwrap();
         assert_eq!(writer.charge(u64::MAX), Ok(()));

@@ -2,7 +2,8 @@
 //!
 //! Users live in `users.toml` in the data dir, mode 0600, one `[[user]]`
 //! table each: a name, an argon2id password hash in PHC format, a home
-//! directory, an optional byte quota, permissions, and whether the user may
+//! directory, an optional byte quota and limit on files and directories
+//! (entries), permissions, and whether the user may
 //! see the admin dashboard. Every password check in sockit goes through
 //! [`UserStore::verify`], so FTP and the console accept exactly the same
 //! credentials.
@@ -68,9 +69,23 @@ pub struct User {
     /// Bytes the user may store; `None` for no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<u64>,
+    /// Files and directories the user may have in their home, at any depth;
+    /// `None` for no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_files: Option<u64>,
     pub permissions: Permissions,
     #[serde(default)]
     pub admin: bool,
+}
+
+impl User {
+    /// The user's limits, as [`crate::quota`] enforces them.
+    pub fn limits(&self) -> crate::quota::Limits {
+        crate::quota::Limits {
+            bytes: self.quota,
+            entries: self.max_files,
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -147,6 +162,7 @@ pub struct NewUser {
     /// `None`: `<data dir>/homes/<name>`.
     pub home: Option<PathBuf>,
     pub quota: Option<u64>,
+    pub max_files: Option<u64>,
     pub permissions: Permissions,
     pub admin: bool,
 }
@@ -157,6 +173,8 @@ pub struct UserChanges {
     pub home: Option<PathBuf>,
     /// `Some(None)` removes the quota.
     pub quota: Option<Option<u64>>,
+    /// `Some(None)` removes the limit.
+    pub max_files: Option<Option<u64>>,
     pub permissions: Option<Permissions>,
     pub admin: Option<bool>,
 }
@@ -451,6 +469,7 @@ impl UserStore {
             password: hash_password(new.password.expose())?,
             home,
             quota: new.quota,
+            max_files: new.max_files,
             permissions: new.permissions,
             admin: new.admin,
         };
@@ -493,6 +512,9 @@ impl UserStore {
             }
             if let Some(quota) = changes.quota {
                 user.quota = quota;
+            }
+            if let Some(max_files) = changes.max_files {
+                user.max_files = max_files;
             }
             if let Some(permissions) = changes.permissions {
                 user.permissions = permissions;
@@ -549,6 +571,7 @@ impl UserStore {
             password: password.clone(),
             home: None,
             quota: None,
+            max_files: None,
             permissions: Permissions::FULL,
             admin: true,
         })?;
@@ -566,6 +589,7 @@ mod tests {
             password: Secret::new(password),
             home: None,
             quota: Some(1000),
+            max_files: None,
             permissions: Permissions::READ_ONLY,
             admin: false,
         }

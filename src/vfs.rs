@@ -89,12 +89,12 @@ pub fn list_dir(dir: &Path) -> io::Result<Vec<DirEntry>> {
 }
 
 /// Removes the real directory `dir` when it is empty but for hidden upload
-/// files (kept partial uploads), which go with it. Returns the bytes those
-/// held.
+/// files (kept partial uploads), which go with it. Returns how many of those
+/// there were and the bytes they held.
 ///
 /// # Errors
 /// The directory holds anything else, or cannot be removed.
-pub fn remove_dir(dir: &Path) -> io::Result<u64> {
+pub fn remove_dir(dir: &Path) -> io::Result<(usize, u64)> {
     let mut uploads = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -112,13 +112,14 @@ pub fn remove_dir(dir: &Path) -> io::Result<u64> {
         }
         uploads.push((entry.path(), meta.len()));
     }
-    let mut freed = 0;
+    let (mut removed, mut freed) = (0, 0);
     for (path, len) in uploads {
         std::fs::remove_file(path)?;
+        removed += 1;
         freed += len;
     }
     std::fs::remove_dir(dir)?;
-    Ok(freed)
+    Ok((removed, freed))
 }
 
 /// Removes the hidden upload files under `root` (every directory, links not
@@ -147,12 +148,12 @@ pub fn remove_stale_uploads(
     Ok((removed, freed))
 }
 
-/// Calls `visit` with every regular file under `root`, in every directory;
-/// symbolic links are not followed.
+/// Calls `visit` with every entry under `root` (files, directories, links
+/// and the rest), in every directory; symbolic links are not followed.
 ///
 /// # Errors
 /// A directory cannot be read.
-pub fn for_each_file(
+pub fn for_each_entry(
     root: &Path,
     mut visit: impl FnMut(&std::fs::DirEntry, &std::fs::Metadata),
 ) -> io::Result<()> {
@@ -163,12 +164,27 @@ pub fn for_each_file(
             let meta = entry.metadata()?;
             if meta.is_dir() {
                 pending.push(entry.path());
-            } else if meta.is_file() {
-                visit(&entry, &meta);
             }
+            visit(&entry, &meta);
         }
     }
     Ok(())
+}
+
+/// Calls `visit` with every regular file under `root`, in every directory;
+/// symbolic links are not followed.
+///
+/// # Errors
+/// A directory cannot be read.
+pub fn for_each_file(
+    root: &Path,
+    mut visit: impl FnMut(&std::fs::DirEntry, &std::fs::Metadata),
+) -> io::Result<()> {
+    for_each_entry(root, |entry, meta| {
+        if meta.is_file() {
+            visit(entry, meta);
+        }
+    })
 }
 
 /// Renames `from` to `to` unless `to` exists (renameat2 with

@@ -112,15 +112,24 @@ fn user_add_set_list_passwd_and_del_manage_the_store() {
     assert!(stdout.starts_with("added alice (home "), "{stdout}");
 
     let (code, stdout, _) = user(
-        &["set", "alice", "--quota", "500M", "--read-only", "--admin"],
+        &[
+            "set",
+            "alice",
+            "--quota",
+            "500M",
+            "--max-files",
+            "100",
+            "--read-only",
+            "--admin",
+        ],
         b"",
     );
     assert_eq!(code, Some(0));
     let row = stdout.lines().nth(1).unwrap_or_default();
     let columns: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(
-        columns[..5],
-        ["alice", "500.0", "MiB", "read-only", "yes"],
+        columns[..6],
+        ["alice", "500.0", "MiB", "100", "read-only", "yes"],
         "{stdout}"
     );
 
@@ -145,17 +154,23 @@ fn user_add_set_list_passwd_and_del_manage_the_store() {
     assert!(moved.is_dir());
 
     let (_, stdout, _) = user(
-        &["set", "alice", "--no-quota", "--read-write", "--no-admin"],
+        &[
+            "set",
+            "alice",
+            "--no-quota",
+            "--no-max-files",
+            "--read-write",
+            "--no-admin",
+        ],
         b"",
     );
-    let columns: Vec<String> = stdout
-        .lines()
-        .nth(1)
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(columns[..4], ["alice", "none", "full", "no"], "{stdout}");
+    let row = stdout.lines().nth(1).unwrap_or_default();
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        columns[..5],
+        ["alice", "none", "none", "full", "no"],
+        "{stdout}"
+    );
 
     let (code, stdout, _) = user(&["passwd", "alice", "--password-stdin"], b"new\n");
     assert_eq!(

@@ -681,6 +681,47 @@ fn site_chmod_sets_permission_bits_inside_the_home_only() {
 }
 
 #[test]
+fn a_file_limit_counts_files_and_directories_but_lets_a_file_be_replaced() {
+    let (server, addr) = start();
+    add_user(&server, "few", "pw", &["--max-files", "3"]);
+    let home = server.data_dir().join("homes/few");
+    let scratch = tempfile::tempdir().unwrap();
+    let (old, new) = (scratch.path().join("old"), scratch.path().join("new"));
+    std::fs::write(&old, b"old").unwrap();
+    std::fs::write(&new, b"new").unwrap();
+    let put = |local: &Path, name: &str| {
+        let url = format!("ftp://few:pw@{addr}/{name}");
+        curl(&["-T", local.to_str().unwrap(), &url])
+    };
+    let mut control = Control::login(&addr, "few", "pw");
+    assert!(control.command("MKD dir").starts_with("257"));
+    assert!(put(&old, "one.txt").status.success());
+    assert!(put(&old, "dir/two.txt").status.success());
+
+    // Three entries, the limit: no fourth, file or directory.
+    let refused = put(&old, "three.txt");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("upload: 552"), "{stderr}");
+    let reply = control.command("MKD more");
+    assert!(
+        reply.starts_with("550") && reply.contains("file limit"),
+        "{reply}"
+    );
+
+    // Replacing a file at the limit works and leaves no partial file.
+    assert!(put(&new, "one.txt").status.success());
+    assert_eq!(std::fs::read(home.join("one.txt")).unwrap(), b"new");
+    let mut entries = 0;
+    sockit::vfs::for_each_entry(&home, |_, _| entries += 1).unwrap();
+    assert_eq!(entries, 3);
+
+    // A delete makes room for one more.
+    assert!(control.command("DELE dir/two.txt").starts_with("250"));
+    assert!(control.command("MKD more").starts_with("257"));
+    assert!(control.command("MKD again").starts_with("550"));
+}
+
+#[test]
 fn two_sessions_of_one_user_cannot_pass_the_quota_together() {
     let (server, addr) = start();
     add_user(&server, "quo", "pw", &["--quota", "1M"]);

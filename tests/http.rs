@@ -32,10 +32,11 @@ impl Console {
     fn new() -> Console {
         let data = tempfile::tempdir().unwrap();
         let users = Arc::new(UserStore::open(data.path()).unwrap());
-        for (name, permissions, quota, admin) in [
-            ("admin", Permissions::FULL, None, true),
-            ("alice", Permissions::FULL, Some(1 << 20), false),
-            ("bob", Permissions::READ_ONLY, None, false),
+        for (name, permissions, quota, max_files, admin) in [
+            ("admin", Permissions::FULL, None, None, true),
+            ("alice", Permissions::FULL, Some(1 << 20), None, false),
+            ("bob", Permissions::READ_ONLY, None, None, false),
+            ("dave", Permissions::FULL, None, Some(3), false),
         ] {
             users
                 .add(NewUser {
@@ -43,6 +44,7 @@ impl Console {
                     password: Secret::new(name.chars().rev().collect::<String>()),
                     home: None,
                     quota,
+                    max_files,
                     permissions,
                     admin,
                 })
@@ -434,6 +436,60 @@ async fn upload(
         )
         .await
         .status()
+}
+
+#[tokio::test]
+async fn a_file_limit_counts_uploads_and_directories_but_lets_a_file_be_replaced() {
+    let console = Console::new();
+    let dave = console.sign_in("dave").await;
+    let csrf = Some(dave.1.as_str());
+    let home = console.home("dave");
+    let mkdir = |name: &str| format!(r#"{{"dir":"/","name":"{name}"}}"#);
+    assert_eq!(
+        console
+            .post_json("/api/mkdir", &dave, csrf, &mkdir("d"))
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        upload(&console, &dave, "/", &[("a", b"1"), ("b", b"2")]).await,
+        StatusCode::OK
+    );
+    // Three entries, dave's limit: no fourth of either kind.
+    assert_eq!(
+        upload(&console, &dave, "/d", &[("c", b"3")]).await,
+        StatusCode::INSUFFICIENT_STORAGE
+    );
+    assert_eq!(
+        console
+            .post_json("/api/mkdir", &dave, csrf, &mkdir("e"))
+            .await,
+        StatusCode::INSUFFICIENT_STORAGE
+    );
+    // Replacing a file at the limit is allowed, and leaves no temporary file.
+    assert_eq!(
+        upload(&console, &dave, "/", &[("a", b"new")]).await,
+        StatusCode::OK
+    );
+    assert_eq!(std::fs::read(home.join("a")).unwrap(), b"new");
+    assert_eq!(std::fs::read_dir(&home).unwrap().count(), 3);
+    // A delete makes room for one more.
+    assert_eq!(
+        console
+            .post_json("/api/delete", &dave, csrf, r#"{"path":"/b"}"#)
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        upload(&console, &dave, "/d", &[("c", b"3")]).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        console
+            .post_json("/api/mkdir", &dave, csrf, &mkdir("e"))
+            .await,
+        StatusCode::INSUFFICIENT_STORAGE
+    );
 }
 
 #[tokio::test]

@@ -25,7 +25,9 @@ pub struct UserArgs {
 #[derive(Debug, Subcommand)]
 enum UserAction {
     /// Add a user; the password is asked on the terminal, or read from stdin.
-    #[command(after_help = "Example:\n  sockit user add alice --home /srv/ftp/alice --quota 500M")]
+    #[command(
+        after_help = "Example:\n  sockit user add alice --home /srv/ftp/alice --quota 500M --max-files 100000"
+    )]
     Add {
         /// 1 to 32 letters, digits, '.', '_' or '-'.
         name: String,
@@ -35,6 +37,9 @@ enum UserAction {
         /// Disk quota: bytes, or a number with K, M, G or T (powers of 1024).
         #[arg(long, value_name = "SIZE", value_parser = size::parse)]
         quota: Option<u64>,
+        /// Files and directories the user may have in their home, at any depth.
+        #[arg(long, value_name = "N")]
+        max_files: Option<u64>,
         /// May only list and download.
         #[arg(long)]
         read_only: bool,
@@ -45,10 +50,10 @@ enum UserAction {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Change a user's home, quota, permissions or admin flag. FTP sessions
+    /// Change a user's home, limits, permissions or admin flag. FTP sessions
     /// see the change at their next login, the console at its next request.
     #[command(
-        after_help = "Examples:\n  sockit user set alice --quota 5G\n  sockit user set bob --no-quota --read-write\n  sockit user set carol --home /srv/ftp/carol --admin",
+        after_help = "Examples:\n  sockit user set alice --quota 5G\n  sockit user set bob --no-quota --read-write\n  sockit user set carol --home /srv/ftp/carol --max-files 10000 --admin",
         group(ArgGroup::new("changes").required(true).multiple(true))
     )]
     Set {
@@ -63,6 +68,12 @@ enum UserAction {
         /// Remove the disk quota.
         #[arg(long, conflicts_with = "quota", group = "changes")]
         no_quota: bool,
+        /// New limit on files and directories in the home, at any depth.
+        #[arg(long, value_name = "N", group = "changes")]
+        max_files: Option<u64>,
+        /// Remove the limit on files and directories.
+        #[arg(long, conflicts_with = "max_files", group = "changes")]
+        no_max_files: bool,
         /// May only list and download.
         #[arg(long, group = "changes")]
         read_only: bool,
@@ -76,7 +87,7 @@ enum UserAction {
         #[arg(long, conflicts_with = "admin", group = "changes")]
         no_admin: bool,
     },
-    /// List users with their home, quota and permissions.
+    /// List users with their home, limits and permissions.
     #[command(after_help = "Example:\n  sockit user list")]
     List,
     /// Delete a user (their files stay).
@@ -100,6 +111,7 @@ pub fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
             name,
             home,
             quota,
+            max_files,
             read_only,
             admin,
             password_stdin,
@@ -114,6 +126,7 @@ pub fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
                 password,
                 home,
                 quota,
+                max_files,
                 permissions: if read_only {
                     Permissions::READ_ONLY
                 } else {
@@ -133,6 +146,8 @@ pub fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
             home,
             quota,
             no_quota,
+            max_files,
+            no_max_files,
             read_only,
             read_write,
             admin,
@@ -148,6 +163,11 @@ pub fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
                     Some(None)
                 } else {
                     quota.map(Some)
+                },
+                max_files: if no_max_files {
+                    Some(None)
+                } else {
+                    max_files.map(Some)
                 },
                 permissions: (read_only || read_write).then_some(if read_only {
                     Permissions::READ_ONLY
@@ -186,11 +206,14 @@ pub fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The column heads of [`row`].
-const HEADER: &str = "name             quota      access     admin  home";
+const HEADER: &str = "name             quota      files    access     admin  home";
 
 /// One user as `sockit user list` shows them.
 fn row(user: &User) -> String {
     let quota = user.quota.map_or_else(|| "none".to_owned(), size::format);
+    let files = user
+        .max_files
+        .map_or_else(|| "none".to_owned(), |n| n.to_string());
     let access = if user.permissions == Permissions::READ_ONLY {
         "read-only"
     } else if user.permissions == Permissions::FULL {
@@ -200,7 +223,7 @@ fn row(user: &User) -> String {
     };
     let admin = if user.admin { "yes" } else { "no" };
     format!(
-        "{:<16} {quota:<10} {access:<10} {admin:<6} {}",
+        "{:<16} {quota:<10} {files:<8} {access:<10} {admin:<6} {}",
         user.name,
         user.home.display()
     )

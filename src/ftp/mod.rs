@@ -199,7 +199,11 @@ async fn sweep_partial_uploads(context: Arc<FtpContext>, keep: Duration) {
             if let Ok(Ok((root, removed, freed))) = swept
                 && removed > 0
             {
-                context.quotas.freed(&user.name, &root, freed);
+                let freed_usage = crate::quota::Usage {
+                    bytes: freed,
+                    entries: removed as u64,
+                };
+                context.quotas.freed(&user.name, &root, freed_usage);
                 tracing::info!(user = %user.name, removed, freed, "removed stale partial uploads");
             }
         }

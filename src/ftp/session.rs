@@ -25,7 +25,7 @@ use super::listing::{self, Format, ListingText};
 use super::stream::{SessionTls, Stream};
 use super::transfer::{self, Ascii, TransferError};
 use crate::listener::{Outcome, Traffic};
-use crate::quota::{QuotaWriter, Quotas};
+use crate::quota::{QuotaExceeded, QuotaWriter, Quotas, Usage};
 use crate::shutdown::Shutdown;
 use crate::stats;
 use crate::throttle::{Throttle, Verdict};
@@ -557,6 +557,7 @@ impl Session {
                 password: String::new(),
                 home: root.clone(),
                 quota: None,
+                max_files: None,
                 permissions: Permissions::READ_ONLY,
                 admin: false,
             })
@@ -876,16 +877,7 @@ impl Session {
                 let name = name.as_deref().unwrap_or("upload");
                 self.store(name, StoreMode::Unique).await
             }
-            Command::Mkd(path) if permissions.mkdir => match self.resolve(&path) {
-                Ok((virtual_path, real)) => match tokio::fs::create_dir(&real).await {
-                    Ok(()) => {
-                        let quoted = virtual_path.as_str().replace('"', "\"\"");
-                        self.reply(257, &format!("\"{quoted}\" created")).await
-                    }
-                    Err(_) => self.reply(550, "Cannot create the directory").await,
-                },
-                Err((code, text)) => self.reply(code, text).await,
-            },
+            Command::Mkd(path) if permissions.mkdir => self.make_dir(&path).await,
             Command::Rmd(path) if permissions.delete => match self.resolve(&path) {
                 Ok((virtual_path, _)) if virtual_path.is_root() => {
                     self.reply(550, "Permission denied").await
@@ -893,8 +885,12 @@ impl Session {
                 Ok((_, real)) => {
                     let removing = tokio::task::spawn_blocking(move || vfs::remove_dir(&real));
                     match removing.await {
-                        Ok(Ok(freed)) => {
+                        Ok(Ok((uploads, bytes))) => {
                             let (user, jail) = self.user();
+                            let freed = Usage {
+                                bytes,
+                                entries: uploads as u64 + 1,
+                            };
                             self.context.quotas.freed(&user.name, jail.root(), freed);
                             self.reply(250, "Directory removed").await
                         }
@@ -920,14 +916,45 @@ impl Session {
         }
     }
 
+    /// MKD, counted against the user's file limit.
+    async fn make_dir(&mut self, path: &str) -> io::Result<()> {
+        let (virtual_path, real) = match self.resolve(path) {
+            Ok(found) => found,
+            Err((code, text)) => return self.reply(code, text).await,
+        };
+        let (user, jail) = self.user();
+        let Ok(quota) = self
+            .context
+            .quotas
+            .writer(&user.name, jail.root(), user.limits())
+            .await
+        else {
+            return self.reply(451, "Cannot count your files").await;
+        };
+        if let Err(exceeded) = quota.add_entry(false) {
+            return self
+                .reply(550, &format!("Over your limit: {exceeded}"))
+                .await;
+        }
+        match tokio::fs::create_dir(&real).await {
+            Ok(()) => {
+                let quoted = virtual_path.as_str().replace('"', "\"\"");
+                self.reply(257, &format!("\"{quoted}\" created")).await
+            }
+            Err(_) => {
+                quota.remove_entry();
+                self.reply(550, "Cannot create the directory").await
+            }
+        }
+    }
+
     /// DELE: the file, and the kept partial upload of it if there is one.
     async fn delete(&mut self, path: &str) -> io::Result<()> {
         let (virtual_path, real) = match self.resolve(path) {
             Ok(found) => found,
             Err((code, text)) => return self.reply(code, text).await,
         };
-        let mut freed = 0;
-        let mut deleted = false;
+        let mut freed = Usage::default();
         if let Ok(meta) = tokio::fs::symlink_metadata(&real).await {
             if meta.is_dir() {
                 return self.reply(550, "That is a directory; use RMD").await;
@@ -935,17 +962,17 @@ impl Session {
             if tokio::fs::remove_file(&real).await.is_err() {
                 return self.reply(550, "Cannot delete the file").await;
             }
-            freed += if meta.is_file() { meta.len() } else { 0 };
-            deleted = true;
+            freed.bytes += if meta.is_file() { meta.len() } else { 0 };
+            freed.entries += 1;
         }
         if let Some(partial) = partial_of(&virtual_path, &real)
             && let Ok(meta) = tokio::fs::metadata(&partial).await
             && tokio::fs::remove_file(&partial).await.is_ok()
         {
-            freed += meta.len();
-            deleted = true;
+            freed.bytes += meta.len();
+            freed.entries += 1;
         }
-        if !deleted {
+        if freed.entries == 0 {
             return self.reply(550, "No such file").await;
         }
         let (user, jail) = self.user();
@@ -1355,7 +1382,7 @@ impl Session {
         let (user, jail) = self.user();
         let quota = match context
             .quotas
-            .writer(&user.name, jail.root(), user.quota)
+            .writer(&user.name, jail.root(), user.limits())
             .await
         {
             Ok(quota) => quota,
@@ -1375,8 +1402,10 @@ impl Session {
                     )
                     .await;
             }
-            Err(PartialError::Quota) => {
-                return self.reply(552, "Disk quota exceeded").await;
+            Err(PartialError::Over(exceeded)) => {
+                return self
+                    .reply(552, &format!("Over your limit: {exceeded}"))
+                    .await;
             }
             Err(PartialError::Io(err)) => {
                 tracing::warn!(path = %partial.display(), %err, "cannot prepare an upload");
@@ -1394,7 +1423,9 @@ impl Session {
             Ok(data) => data,
             Err((code, reason)) => {
                 drop(file);
-                remove_if_empty(&partial).await;
+                if remove_if_empty(&partial).await {
+                    quota.remove_entry();
+                }
                 return self.reply(code, reason).await;
             }
         };
@@ -1432,7 +1463,10 @@ impl Session {
             };
             match landed.await {
                 Ok(()) => {
-                    quota.refund(replaced.unwrap_or(0));
+                    if let Some(bytes) = replaced {
+                        quota.refund(bytes);
+                        quota.remove_entry();
+                    }
                 }
                 Err(err) => outcome = Err(Failure::Error(TransferError::File(err))),
             }
@@ -1452,8 +1486,10 @@ impl Session {
                 discard_rest(&mut data).await;
                 drop(data);
                 let size = tokio::fs::metadata(&partial).await.map_or(0, |m| m.len());
-                let _ = tokio::fs::remove_file(&partial).await;
-                quota.refund(size);
+                if tokio::fs::remove_file(&partial).await.is_ok() {
+                    quota.refund(size);
+                    quota.remove_entry();
+                }
                 self.transfer_failed(Failure::Error(TransferError::Quota(exceeded)), "")
                     .await
             }
@@ -1552,14 +1588,12 @@ enum StoreMode {
 
 /// Removes the partial file of an upload whose data connection never came,
 /// if it holds nothing (it was made for this upload, and there is nothing
-/// in it to resume).
-async fn remove_if_empty(partial: &Path) {
-    if tokio::fs::metadata(partial)
+/// in it to resume). True when it was removed.
+async fn remove_if_empty(partial: &Path) -> bool {
+    tokio::fs::metadata(partial)
         .await
         .is_ok_and(|m| m.len() == 0)
-    {
-        let _ = tokio::fs::remove_file(partial).await;
-    }
+        && tokio::fs::remove_file(partial).await.is_ok()
 }
 
 /// The kept partial upload's path for a target, if the target can have one.
@@ -1596,8 +1630,9 @@ async fn unique_name(virtual_path: &VirtualPath, real: &Path) -> Option<(Virtual
 enum PartialError {
     /// The REST offset lies past the bytes that are there.
     Beyond(u64),
-    /// Copying the target's bytes would pass the quota.
-    Quota,
+    /// The partial file would pass the file limit, or copying the target's
+    /// bytes into it the quota.
+    Over(QuotaExceeded),
     Io(io::Error),
 }
 
@@ -1605,7 +1640,8 @@ enum PartialError {
 /// go. `start` is the REST offset (0: an empty file), or `u64::MAX` for
 /// APPE (the end). A kept partial file is continued, cut to `start`; without
 /// one, the partial file begins as a copy of the target's first `start`
-/// bytes. Bytes copied are charged to the quota; bytes cut are refunded.
+/// bytes. Bytes copied are charged to the quota; bytes cut are refunded; a
+/// new partial file counts as an entry.
 async fn open_partial(
     partial: &Path,
     target: &Path,
@@ -1627,8 +1663,19 @@ async fn open_partial(
         (None, None) if start == u64::MAX => (false, 0),
         (None, existing) => return Err(PartialError::Beyond(existing.unwrap_or(0))),
     };
+    // A partial file that will replace the target may take the file limit
+    // one over (see `QuotaWriter::add_entry`).
+    let new_entry = kept.is_none();
+    if new_entry {
+        quota
+            .add_entry(existing.is_some())
+            .map_err(PartialError::Over)?;
+    }
     if copy {
-        quota.charge(keep).map_err(|_| PartialError::Quota)?;
+        if let Err(exceeded) = quota.charge(keep) {
+            quota.remove_entry();
+            return Err(PartialError::Over(exceeded));
+        }
     } else if let Some(len) = kept {
         quota.refund(len - keep);
     }
@@ -1666,6 +1713,9 @@ async fn open_partial(
         Err(err) => {
             if copy {
                 quota.refund(keep);
+            }
+            if new_entry {
+                quota.remove_entry();
             }
             Err(PartialError::Io(err))
         }

@@ -460,7 +460,17 @@ mod tests {
     async fn an_upload_stops_at_the_quota_with_nothing_past_it_written() {
         let home = tempfile::tempdir().unwrap();
         let quotas = crate::quota::Quotas::default();
-        let quota = quotas.writer("alice", home.path(), Some(10)).await.unwrap();
+        let quota = quotas
+            .writer(
+                "alice",
+                home.path(),
+                crate::quota::Limits {
+                    bytes: Some(10),
+                    entries: None,
+                },
+            )
+            .await
+            .unwrap();
         let received = AtomicU64::new(0);
         let path = home.path().join("upload");
         let mut file = std::fs::File::create(&path).unwrap();
@@ -475,7 +485,10 @@ mod tests {
     async fn an_upload_arrives_whole() {
         let home = tempfile::tempdir().unwrap();
         let quotas = crate::quota::Quotas::default();
-        let quota = quotas.writer("bob", home.path(), None).await.unwrap();
+        let quota = quotas
+            .writer("bob", home.path(), Default::default())
+            .await
+            .unwrap();
         let received = AtomicU64::new(0);
         let path = home.path().join("upload");
         let mut file = std::fs::File::create(&path).unwrap();
@@ -492,7 +505,10 @@ mod tests {
     async fn an_upload_resumed_past_several_writeback_steps_arrives_whole() {
         let home = tempfile::tempdir().unwrap();
         let quotas = crate::quota::Quotas::default();
-        let quota = quotas.writer("carol", home.path(), None).await.unwrap();
+        let quota = quotas
+            .writer("carol", home.path(), Default::default())
+            .await
+            .unwrap();
         let received = AtomicU64::new(0);
         let path = home.path().join("upload");
         let kept = vec![1u8; 4321];

@@ -24,6 +24,7 @@ use super::assets::{escape, page_with_scripts};
 use super::auth::{Protected, SignedIn, percent_encode};
 use super::error::FileError;
 use super::session::Session;
+use crate::quota::Usage;
 use crate::users::{Permissions, User};
 use crate::vfs::{self, DirEntry, Jail, UPLOAD_PREFIX, VirtualPath};
 use crate::{size, stats};
@@ -219,8 +220,11 @@ fn listing(session: &Session, home: &Home, dir: &VirtualPath, entries: &[DirEntr
         rows.push_str("<tr><td colspan=\"4\" class=\"muted\">This directory is empty.</td></tr>\n");
     }
     let p = home.user.permissions;
-    let quota = match home.user.quota {
+    let limits = match home.user.quota {
         Some(limit) => format!(" · quota {}", size::format(limit)),
+        None => String::new(),
+    } + &match home.user.max_files {
+        Some(limit) => format!(" · at most {limit} files and directories"),
         None => String::new(),
     };
     let changes = if p.write || p.mkdir {
@@ -257,7 +261,7 @@ fn listing(session: &Session, home: &Home, dir: &VirtualPath, entries: &[DirEntr
     <tbody>
 {rows}    </tbody>
   </table>
-  <p class="muted">Signed in as {user}{quota}.</p>
+  <p class="muted">Signed in as {user}{limits}.</p>
 </section>
 {changes}"#,
         dir = escape(dir.as_str()),
@@ -297,7 +301,7 @@ pub async fn upload(
     }
     let quota = state
         .quotas()
-        .writer(&home.user.name, home.jail.root(), home.user.quota)
+        .writer(&home.user.name, home.jail.root(), home.user.limits())
         .await?;
     let mut uploaded = Uploaded {
         files: Vec::new(),
@@ -317,11 +321,20 @@ pub async fn upload(
             Ok(meta) if meta.is_dir() => {
                 return Err(FileError::Conflict(format!("{name} is a directory")));
             }
-            Ok(meta) => Some(meta.len()),
+            Ok(meta) => Some(meta),
             Err(_) => None,
         };
         let temporary = vfs::upload_temporary(&real_dir);
-        let mut file = tokio::fs::File::create(&temporary).await?;
+        // One over the file limit for a file that replaces another (see
+        // `QuotaWriter::add_entry`).
+        quota.add_entry(replaced.is_some())?;
+        let mut file = match tokio::fs::File::create(&temporary).await {
+            Ok(file) => file,
+            Err(err) => {
+                quota.remove_entry();
+                return Err(err.into());
+            }
+        };
         let mut written: u64 = 0;
         let streamed: Result<(), FileError> = async {
             while let Some(chunk) = field
@@ -349,6 +362,7 @@ pub async fn upload(
         if let Err(err) = stored {
             let _ = tokio::fs::remove_file(&temporary).await;
             quota.refund(written);
+            quota.remove_entry();
             stats::record(
                 "http",
                 "upload-failed",
@@ -357,7 +371,11 @@ pub async fn upload(
             return Err(err);
         }
         if let Some(old) = replaced {
-            quota.refund(old);
+            // A link's own size is not counted towards the quota (see `quota::usage`).
+            if old.is_file() {
+                quota.refund(old.len());
+            }
+            quota.remove_entry();
         }
         stats::counter("sockit_http_uploads_total", &[])
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -390,7 +408,15 @@ pub async fn mkdir(
     let name = valid_file_name(&request.name)?;
     let dir = VirtualPath::root().join(&request.dir)?;
     let (created, real) = home.locate(&dir.join(name)?.to_string())?;
-    tokio::fs::create_dir(&real).await?;
+    let quota = state
+        .quotas()
+        .writer(&home.user.name, home.jail.root(), home.user.limits())
+        .await?;
+    quota.add_entry(false)?;
+    if let Err(err) = tokio::fs::create_dir(&real).await {
+        quota.remove_entry();
+        return Err(err.into());
+    }
     stats::record("http", "mkdir", format!("{} {created}", session.user));
     Ok(Json(created.to_string()))
 }
@@ -452,13 +478,15 @@ pub async fn delete(
         tokio::fs::remove_dir(&real).await?;
     } else {
         tokio::fs::remove_file(&real).await?;
-        // A link's own size is not counted towards the quota (see `quota::usage`).
-        if meta.is_file() {
-            state
-                .quotas()
-                .freed(&home.user.name, home.jail.root(), meta.len());
-        }
     }
+    // A link's own size is not counted towards the quota (see `quota::usage`).
+    let freed = Usage {
+        bytes: if meta.is_file() { meta.len() } else { 0 },
+        entries: 1,
+    };
+    state
+        .quotas()
+        .freed(&home.user.name, home.jail.root(), freed);
     stats::record("http", "delete", format!("{} {path}", session.user));
     Ok(Json(path.to_string()))
 }
