@@ -1012,6 +1012,7 @@ impl Session {
         }
     }
 
+    /// PASV and EPSV: a listener for the data connection, and its port.
     async fn passive(&mut self, extended: bool) -> io::Result<()> {
         self.passive = None;
         let Some(listener) = self.bind_passive().await else {
@@ -1020,6 +1021,9 @@ impl Session {
         let port = listener.local_addr()?.port();
         self.passive = Some(listener);
         self.active = None;
+        // See `PASSIVE_REPLY_HOLD`. Tokio's timers count whole milliseconds,
+        // so the pause is taken on the blocking pool.
+        let _ = tokio::task::spawn_blocking(|| std::thread::sleep(PASSIVE_REPLY_HOLD)).await;
         if extended {
             return self
                 .reply(229, &format!("Entering Extended Passive Mode (|||{port}|)"))
@@ -1624,6 +1628,17 @@ async fn unique_name(virtual_path: &VirtualPath, real: &Path) -> Option<(Virtual
     }
     None
 }
+
+/// How long the reply to PASV or EPSV is held back. curl 7.88 (Debian 12's)
+/// looks for the reply once at once after sending the command; if it is
+/// already there, curl takes a path that connects the data socket only when
+/// its 200 ms happy-eyeballs timer fires, so every transfer took 200 ms
+/// longer (21 of 30 small downloads, sockit answering within about 15 µs).
+/// A reply that comes a little later is handled at once. vsftpd, which
+/// passes the command to a second process, answers after about 100 µs and
+/// never met it; holding sockit's reply for 50 µs was already enough (0 of
+/// 30). The hold costs a data connection 0.1 ms.
+const PASSIVE_REPLY_HOLD: Duration = Duration::from_micros(100);
 
 /// Why a partial file could not be prepared.
 #[derive(Debug)]
