@@ -116,10 +116,7 @@ pub fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
             admin,
             password_stdin,
         } => {
-            let home = match home {
-                Some(home) => Some(std::path::absolute(&home).context("cannot resolve --home")?),
-                None => None,
-            };
+            let home = home.map(absolute_home).transpose()?;
             let password = read_password(password_stdin, &format!("Password for {name}: "))?;
             let user = store.add(NewUser {
                 name,
@@ -153,10 +150,7 @@ pub fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
             admin,
             no_admin,
         } => {
-            let home = match home {
-                Some(home) => Some(std::path::absolute(&home).context("cannot resolve --home")?),
-                None => None,
-            };
+            let home = home.map(absolute_home).transpose()?;
             let changes = UserChanges {
                 home,
                 quota: if no_quota {
@@ -203,6 +197,12 @@ pub fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--home` as an absolute path (a relative one is taken from the current
+/// directory).
+fn absolute_home(home: PathBuf) -> anyhow::Result<PathBuf> {
+    std::path::absolute(home).context("cannot resolve --home")
 }
 
 /// The column heads of [`row`].

@@ -313,10 +313,11 @@ pub async fn upload(
     Ok(())
 }
 
-/// Starts the disk write of an upload while it still arrives: the session
-/// syncs the whole file before renaming it into place, and without this
-/// every byte would wait in the page cache for that sync, so a large
-/// upload would take the network's time plus the disk's. Each
+/// Starts the disk write of an upload while it still arrives: when an
+/// upload replaces a file, the session syncs it before renaming it into
+/// place, and without this every byte would wait in the page cache for that
+/// sync, so a large upload would take the network's time plus the disk's
+/// (a new file is not synced, but its bytes need not pile up either). Each
 /// [`WRITEBACK_STEP`] written is handed to the disk at once
 /// (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`, which does not wait
 /// for it), and the final sync waits only for the last step or so.

@@ -346,7 +346,13 @@ pub async fn upload(
                 written += chunk.len() as u64;
                 file.write_all(&chunk).await?;
             }
-            file.sync_all().await?;
+            // Synced only when it replaces a file, as FTP does (see
+            // `ftp::session`'s uploads).
+            if replaced.is_some() {
+                file.sync_all().await?;
+            } else {
+                file.flush().await?;
+            }
             Ok(())
         }
         .await;
