@@ -1468,7 +1468,7 @@ impl Session {
             outcome = Err(Failure::ControlClosed);
         }
         if outcome.is_ok() {
-            let replaced = tokio::fs::metadata(&real).await.map(|m| m.len()).ok();
+            let replaced = tokio::fs::symlink_metadata(&real).await.ok();
             let landed = async {
                 // New content is synced before it takes an old file's place,
                 // so that not even a crash of the machine can leave the old
@@ -1488,8 +1488,11 @@ impl Session {
             };
             match landed.await {
                 Ok(()) => {
-                    if let Some(bytes) = replaced {
-                        quota.refund(bytes);
+                    if let Some(old) = replaced {
+                        // A link's own size is not counted (see `quota::usage`).
+                        if old.is_file() {
+                            quota.refund(old.len());
+                        }
                         quota.remove_entry();
                     }
                 }
@@ -1675,7 +1678,7 @@ fn ephemeral_ports() -> std::ops::RangeInclusive<u16> {
 }
 
 /// How long the reply to PASV or EPSV is held back. curl 7.88 (Debian 12's)
-/// looks for the reply once at once after sending the command; if it is
+/// looks for the reply once, straight after sending the command; if it is
 /// already there, curl takes a path that connects the data socket only when
 /// its 200 ms happy-eyeballs timer fires, so every transfer took 200 ms
 /// longer (21 of 30 small downloads, sockit answering within about 15 µs).
