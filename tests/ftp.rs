@@ -722,6 +722,33 @@ fn a_file_limit_counts_files_and_directories_but_lets_a_file_be_replaced() {
 }
 
 #[test]
+fn user_set_reaches_the_running_server_at_the_next_login() {
+    let (server, addr) = start();
+    add_user(&server, "mover", "pw", &[]);
+    let moved = tempfile::tempdir().unwrap();
+    std::fs::write(moved.path().join("waiting.txt"), b"here").unwrap();
+    let set = |args: &[&str]| {
+        let data_dir = server.data_dir().to_str().unwrap();
+        let mut all = vec!["user", "--data-dir", data_dir, "set", "mover"];
+        all.extend_from_slice(args);
+        let output = run_sockit(&all, b"");
+        assert!(output.status.success(), "{output:?}");
+    };
+    set(&["--home", moved.path().to_str().unwrap(), "--read-only"]);
+    let listing = curl_ok(&["--list-only", &format!("ftp://mover:pw@{addr}/")]);
+    assert_eq!(
+        String::from_utf8_lossy(&listing.stdout).trim(),
+        "waiting.txt"
+    );
+    let mut control = Control::login(&addr, "mover", "pw");
+    assert!(control.command("MKD made").starts_with("550"));
+    set(&["--read-write"]);
+    let mut control = Control::login(&addr, "mover", "pw");
+    assert!(control.command("MKD made").starts_with("257"));
+    assert!(moved.path().join("made").is_dir());
+}
+
+#[test]
 fn two_sessions_of_one_user_cannot_pass_the_quota_together() {
     let (server, addr) = start();
     add_user(&server, "quo", "pw", &["--quota", "1M"]);
