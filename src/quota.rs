@@ -117,6 +117,47 @@ pub fn usage(home: &Path) -> io::Result<Usage> {
     Ok(usage)
 }
 
+/// A user's limits in words, one phrase each, with how much of each is used
+/// when `used` is known: "1.5 KiB of 1.0 MiB used", "7 of 100 files and
+/// directories"; without it "quota 1.0 MiB", "at most 100 files and
+/// directories".
+pub fn describe(limits: Limits, used: Option<Usage>) -> Vec<String> {
+    let mut phrases = Vec::new();
+    if let Some(limit) = limits.bytes {
+        phrases.push(match used {
+            Some(used) => format!(
+                "{} of {} used",
+                crate::size::format(used.bytes),
+                crate::size::format(limit)
+            ),
+            None => format!("quota {}", crate::size::format(limit)),
+        });
+    }
+    if let Some(limit) = limits.entries {
+        phrases.push(match used {
+            Some(used) => format!("{} of {limit} files and directories", used.entries),
+            None => format!("at most {limit} files and directories"),
+        });
+    }
+    phrases
+}
+
+/// Counts `home` from the disk into `ledger` when the ledger needs it (see
+/// the module docs); the caller holds the ledger's `starting` lock.
+async fn count_if_needed(ledger: &UserLedger, home: &Path) -> io::Result<()> {
+    if !ledger.lock().needs_count() {
+        return Ok(());
+    }
+    let home = home.to_owned();
+    let used = tokio::task::spawn_blocking(move || usage(&home))
+        .await
+        .map_err(io::Error::other)??;
+    let mut entry = ledger.lock();
+    entry.used = used;
+    entry.counted = Some(Instant::now());
+    Ok(())
+}
+
 impl Quotas {
     /// Starts a write for `user` with `limits` in `home` (canonical, as
     /// [`crate::vfs::Jail::root`] gives it), counting the home first when
@@ -136,23 +177,9 @@ impl Quotas {
                 max_entries: u64::MAX,
             });
         }
-        let ledger = self
-            .ledgers
-            .lock()
-            .expect("quota lock")
-            .entry(key)
-            .or_default()
-            .clone();
+        let ledger = self.ledger(key);
         let starting = ledger.starting.lock().await;
-        if ledger.lock().needs_count() {
-            let home = home.to_owned();
-            let used = tokio::task::spawn_blocking(move || usage(&home))
-                .await
-                .map_err(io::Error::other)??;
-            let mut entry = ledger.lock();
-            entry.used = used;
-            entry.counted = Some(Instant::now());
-        }
+        count_if_needed(&ledger, home).await?;
         ledger.lock().writers += 1;
         drop(starting);
         Ok(QuotaWriter {
@@ -160,6 +187,32 @@ impl Quotas {
             max_bytes: limits.bytes.unwrap_or(u64::MAX),
             max_entries: limits.entries.unwrap_or(u64::MAX),
         })
+    }
+
+    /// What `user`'s `home` holds as their ledger counts it, the home
+    /// counted first when the ledger needs it (as a write would); `None`
+    /// for a user without limits, for whom nothing is counted.
+    ///
+    /// # Errors
+    /// The home cannot be walked to count its usage.
+    pub async fn used(&self, user: &str, home: &Path, limits: Limits) -> io::Result<Option<Usage>> {
+        if limits == Limits::default() {
+            return Ok(None);
+        }
+        let ledger = self.ledger((user.to_owned(), home.to_owned()));
+        let _starting = ledger.starting.lock().await;
+        count_if_needed(&ledger, home).await?;
+        let used = ledger.lock().used;
+        Ok(Some(used))
+    }
+
+    fn ledger(&self, key: (String, PathBuf)) -> Arc<UserLedger> {
+        self.ledgers
+            .lock()
+            .expect("quota lock")
+            .entry(key)
+            .or_default()
+            .clone()
     }
 
     /// Records what a delete of `user`'s in `home` freed, outside a write.
@@ -390,6 +443,53 @@ mod tests {
         assert_eq!(second.add_entry(false), full);
         // Bytes are not limited here.
         assert_eq!(first.charge(u64::MAX / 2), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn used_counts_a_home_once_and_then_follows_the_writes() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(home.path().join("a"), vec![0; 40]).unwrap();
+        let quotas = Quotas::default();
+        assert_eq!(
+            quotas
+                .used("u", home.path(), Limits::default())
+                .await
+                .unwrap(),
+            None
+        );
+        let expected = |bytes, entries| Some(Usage { bytes, entries });
+        assert_eq!(
+            quotas.used("u", home.path(), bytes(100)).await.unwrap(),
+            expected(40, 1)
+        );
+        let writer = quotas.writer("u", home.path(), bytes(100)).await.unwrap();
+        writer.charge(10).unwrap();
+        writer.add_entry(false).unwrap();
+        assert_eq!(
+            quotas.used("u", home.path(), bytes(100)).await.unwrap(),
+            expected(50, 2)
+        );
+    }
+
+    #[test]
+    fn limits_are_described_with_their_use_when_it_is_known() {
+        let both = Limits {
+            bytes: Some(1 << 20),
+            entries: Some(100),
+        };
+        let used = Usage {
+            bytes: 1536,
+            entries: 7,
+        };
+        assert_eq!(
+            describe(both, Some(used)),
+            ["1.5 KiB of 1.0 MiB used", "7 of 100 files and directories"]
+        );
+        assert_eq!(
+            describe(both, None),
+            ["quota 1.0 MiB", "at most 100 files and directories"]
+        );
+        assert!(describe(Limits::default(), None).is_empty());
     }
 
     #[tokio::test]

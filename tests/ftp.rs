@@ -421,12 +421,19 @@ impl Control {
 
     /// The last line of the next reply.
     fn reply(&mut self) -> String {
+        self.reply_lines().pop().unwrap_or_default()
+    }
+
+    /// Every line of the next reply.
+    fn reply_lines(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
         loop {
             let mut line = String::new();
             assert!(self.0.read_line(&mut line).unwrap() > 0, "control closed");
+            lines.push(line.trim_end().to_owned());
             let bytes = line.as_bytes();
             if bytes.len() >= 4 && bytes[..3].iter().all(u8::is_ascii_digit) && bytes[3] == b' ' {
-                return line.trim_end().to_owned();
+                return lines;
             }
         }
     }
@@ -714,6 +721,13 @@ fn a_file_limit_counts_files_and_directories_but_lets_a_file_be_replaced() {
     let mut entries = 0;
     sockit::vfs::for_each_entry(&home, |_, _| entries += 1).unwrap();
     assert_eq!(entries, 3);
+
+    control.0.get_mut().write_all(b"STAT\r\n").unwrap();
+    let status = control.reply_lines();
+    assert!(
+        status.contains(&" Limit: 3 of 3 files and directories".to_owned()),
+        "{status:?}"
+    );
 
     // A delete makes room for one more.
     assert!(control.command("DELE dir/two.txt").starts_with("250"));

@@ -455,6 +455,11 @@ async fn a_file_limit_counts_uploads_and_directories_but_lets_a_file_be_replaced
         upload(&console, &dave, "/", &[("a", b"1"), ("b", b"2")]).await,
         StatusCode::OK
     );
+    let (_, _, page) = console.get("/files/", Some(&dave.0)).await;
+    assert!(
+        page.contains("3 of 3 files and directories"),
+        "the page shows the limit and its use: {page}"
+    );
     // Three entries, dave's limit: no fourth of either kind.
     assert_eq!(
         upload(&console, &dave, "/d", &[("c", b"3")]).await,

@@ -25,7 +25,7 @@ use super::listing::{self, Format, ListingText};
 use super::stream::{SessionTls, Stream};
 use super::transfer::{self, Ascii, TransferError};
 use crate::listener::{Outcome, Traffic};
-use crate::quota::{QuotaExceeded, QuotaWriter, Quotas, Usage};
+use crate::quota::{self, QuotaExceeded, QuotaWriter, Quotas, Usage};
 use crate::shutdown::Shutdown;
 use crate::stats;
 use crate::throttle::{Throttle, Verdict};
@@ -828,9 +828,20 @@ impl Session {
                 self.send(&text).await
             }
             Command::Stat => {
-                let (user, _) = self.user();
+                let (user, jail) = self.user();
+                let used = self
+                    .context
+                    .quotas
+                    .used(&user.name, jail.root(), user.limits())
+                    .await
+                    .ok()
+                    .flatten();
+                let limits: String = quota::describe(user.limits(), used)
+                    .iter()
+                    .map(|phrase| format!(" Limit: {phrase}\r\n"))
+                    .collect();
                 let status = format!(
-                    "211-sockit FTP status:\r\n Logged in as {}\r\n Directory {}\r\n TYPE {}, MODE S, STRU F\r\n211 End of status\r\n",
+                    "211-sockit FTP status:\r\n Logged in as {}\r\n Directory {}\r\n TYPE {}, MODE S, STRU F\r\n{limits}211 End of status\r\n",
                     user.name,
                     self.cwd,
                     if self.transfer_type == TransferType::Ascii {

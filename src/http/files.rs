@@ -24,7 +24,7 @@ use super::assets::{escape, page_with_scripts};
 use super::auth::{Protected, SignedIn, percent_encode};
 use super::error::FileError;
 use super::session::Session;
-use crate::quota::Usage;
+use crate::quota::{self, Usage};
 use crate::users::{Permissions, User};
 use crate::vfs::{self, DirEntry, Jail, UPLOAD_PREFIX, VirtualPath};
 use crate::{size, stats};
@@ -127,7 +127,15 @@ async fn serve(
         let entries = tokio::task::spawn_blocking(move || list(&real))
             .await
             .map_err(|err| FileError::Io(std::io::Error::other(err)))??;
-        return Ok(listing(session, &home, &virtual_path, &entries));
+        // Shown beside the limits; a home that cannot be counted just
+        // shows them alone.
+        let used = state
+            .quotas()
+            .used(&home.user.name, home.jail.root(), home.user.limits())
+            .await
+            .ok()
+            .flatten();
+        return Ok(listing(session, &home, &virtual_path, &entries, used));
     }
     let download = request
         .uri()
@@ -155,7 +163,13 @@ fn list(dir: &Path) -> std::io::Result<Vec<DirEntry>> {
     Ok(entries)
 }
 
-fn listing(session: &Session, home: &Home, dir: &VirtualPath, entries: &[DirEntry]) -> Response {
+fn listing(
+    session: &Session,
+    home: &Home,
+    dir: &VirtualPath,
+    entries: &[DirEntry],
+    used: Option<Usage>,
+) -> Response {
     let mut crumbs = String::from("<a href=\"/files/\">home</a>");
     let mut href = String::from("/files/");
     for part in dir.components() {
@@ -220,13 +234,10 @@ fn listing(session: &Session, home: &Home, dir: &VirtualPath, entries: &[DirEntr
         rows.push_str("<tr><td colspan=\"4\" class=\"muted\">This directory is empty.</td></tr>\n");
     }
     let p = home.user.permissions;
-    let limits = match home.user.quota {
-        Some(limit) => format!(" · quota {}", size::format(limit)),
-        None => String::new(),
-    } + &match home.user.max_files {
-        Some(limit) => format!(" · at most {limit} files and directories"),
-        None => String::new(),
-    };
+    let limits: String = quota::describe(home.user.limits(), used)
+        .iter()
+        .map(|phrase| format!(" · {phrase}"))
+        .collect();
     let changes = if p.write || p.mkdir {
         format!(
             r#"<section id="changes">
