@@ -325,10 +325,12 @@ fn only(
 fn create_first_admin(data_dir: &std::path::Path) -> anyhow::Result<()> {
     let users = UserStore::open(data_dir)?;
     if let Some(password) = users.ensure_admin()? {
-        eprintln!(
-            "sockit: created user `admin` with password {} (shown only now; change it with `sockit user passwd admin`)",
+        // One write, so that nothing reading stderr sees the line in pieces.
+        let line = format!(
+            "sockit: created user `admin` with password {} (shown only now; change it with `sockit user passwd admin`)\n",
             password.expose()
         );
+        std::io::stderr().write_all(line.as_bytes())?;
     }
     Ok(())
 }

@@ -242,17 +242,20 @@ impl ServeProcess {
 
     /// Waits until stderr contains `needle` and returns the line holding it.
     pub fn wait_for_stderr(&self, needle: &str) -> String {
+        // Only a whole line: a line may arrive in pieces (an unbuffered
+        // stderr writes each piece of a formatted line on its own).
+        let whole_line = |text: &str| {
+            text.split_inclusive('\n')
+                .find(|line| line.ends_with('\n') && line.contains(needle))
+                .map(|line| line.trim_end().to_owned())
+        };
         let (text, grew) = &*self.stderr;
         let guard = text.lock().unwrap();
         let (guard, timeout) = grew
-            .wait_timeout_while(guard, PATIENCE, |text| !text.contains(needle))
+            .wait_timeout_while(guard, PATIENCE, |text| whole_line(text).is_none())
             .unwrap();
         assert!(!timeout.timed_out(), "no {needle:?} on stderr:\n{}", *guard);
-        guard
-            .lines()
-            .find(|line| line.contains(needle))
-            .unwrap()
-            .to_owned()
+        whole_line(&guard).unwrap()
     }
 
     /// The password of the `admin` user `sockit serve` created on first start.
