@@ -498,6 +498,32 @@ async fn a_file_limit_counts_uploads_and_directories_but_lets_a_file_be_replaced
 }
 
 #[tokio::test]
+async fn delete_takes_kept_partial_uploads_along_as_ftp_does() {
+    let console = Console::new();
+    let alice = console.sign_in("alice").await;
+    let csrf = Some(alice.1.as_str());
+    let home = console.home("alice");
+    // A directory that looks empty: it holds only an interrupted upload.
+    std::fs::create_dir(home.join("held")).unwrap();
+    let hidden = sockit::vfs::upload_partial(&home.join("held"), "video.bin");
+    std::fs::write(&hidden, b"half").unwrap();
+    // A file with an interrupted upload of its next version.
+    std::fs::write(home.join("notes.txt"), b"v1").unwrap();
+    let next = sockit::vfs::upload_partial(&home, "notes.txt");
+    std::fs::write(&next, b"v2, half").unwrap();
+    for path in ["/held", "/notes.txt"] {
+        let body = format!(r#"{{"path":"{path}"}}"#);
+        assert_eq!(
+            console.post_json("/api/delete", &alice, csrf, &body).await,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    assert!(!home.join("held").exists());
+    assert!(!home.join("notes.txt").exists() && !next.exists());
+}
+
+#[tokio::test]
 async fn uploads_land_whole_and_respect_permissions_and_quota() {
     let console = Console::new();
     let alice = console.sign_in("alice").await;

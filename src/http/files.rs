@@ -478,7 +478,10 @@ pub struct Delete {
     path: String,
 }
 
-/// `POST /api/delete`: a file, or an empty directory.
+/// `POST /api/delete`: a file, or an empty directory, as FTP's DELE and RMD
+/// do it: a file's kept partial upload goes with it, and a directory that
+/// holds nothing but kept partial uploads (hidden from listings) counts as
+/// empty.
 pub async fn delete(
     State(state): State<AppState>,
     Protected(session): Protected,
@@ -491,15 +494,32 @@ pub async fn delete(
         return Err(FileError::NotPermitted("delete the home itself"));
     }
     let meta = tokio::fs::symlink_metadata(&real).await?;
-    if meta.is_dir() {
-        tokio::fs::remove_dir(&real).await?;
+    let freed = if meta.is_dir() {
+        let dir = real.clone();
+        let (uploads, bytes) = tokio::task::spawn_blocking(move || vfs::remove_dir(&dir))
+            .await
+            .map_err(std::io::Error::other)??;
+        Usage {
+            bytes,
+            entries: uploads as u64 + 1,
+        }
     } else {
         tokio::fs::remove_file(&real).await?;
-    }
-    // A link's own size is not counted towards the quota (see `quota::usage`).
-    let freed = Usage {
-        bytes: if meta.is_file() { meta.len() } else { 0 },
-        entries: 1,
+        // A link's own size is not counted towards the quota (see `quota::usage`).
+        let mut freed = Usage {
+            bytes: if meta.is_file() { meta.len() } else { 0 },
+            entries: 1,
+        };
+        if let (Some(dir), Some(name)) = (real.parent(), path.file_name()) {
+            let partial = vfs::upload_partial(dir, name);
+            if let Ok(kept) = tokio::fs::metadata(&partial).await
+                && tokio::fs::remove_file(&partial).await.is_ok()
+            {
+                freed.bytes += kept.len();
+                freed.entries += 1;
+            }
+        }
+        freed
     };
     state
         .quotas()
