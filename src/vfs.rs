@@ -64,6 +64,12 @@ impl DirEntry {
     }
 }
 
+/// The kept partial upload's path for the target `real`, whose client path
+/// is `virtual_path`, if the target can have one (the home itself cannot).
+pub fn partial_of(virtual_path: &VirtualPath, real: &Path) -> Option<PathBuf> {
+    Some(upload_partial(real.parent()?, virtual_path.file_name()?))
+}
+
 /// Lists the real directory `dir` (already resolved through a [`Jail`]),
 /// sorted by name. Temporary upload files are hidden; entries whose
 /// metadata cannot be read (dangling links) are left out. Links are shown

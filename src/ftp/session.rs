@@ -709,7 +709,7 @@ impl Session {
             // much of it arrived: that is what clients resuming an upload ask.
             Command::Size(path) => match self.resolve(&path) {
                 Ok((virtual_path, real)) => {
-                    let partial = partial_of(&virtual_path, &real);
+                    let partial = vfs::partial_of(&virtual_path, &real);
                     let kept = match partial {
                         Some(partial) => tokio::fs::metadata(partial).await.ok(),
                         None => None,
@@ -927,19 +927,22 @@ impl Session {
         }
     }
 
+    /// A write counted against the logged-in user's limits (see `quota`).
+    async fn quota_writer(&self) -> io::Result<QuotaWriter> {
+        let (user, jail) = self.user();
+        self.context
+            .quotas
+            .writer(&user.name, jail.root(), user.limits())
+            .await
+    }
+
     /// MKD, counted against the user's file limit.
     async fn make_dir(&mut self, path: &str) -> io::Result<()> {
         let (virtual_path, real) = match self.resolve(path) {
             Ok(found) => found,
             Err((code, text)) => return self.reply(code, text).await,
         };
-        let (user, jail) = self.user();
-        let Ok(quota) = self
-            .context
-            .quotas
-            .writer(&user.name, jail.root(), user.limits())
-            .await
-        else {
+        let Ok(quota) = self.quota_writer().await else {
             return self.reply(451, "Cannot count your files").await;
         };
         if let Err(exceeded) = quota.add_entry(false) {
@@ -976,7 +979,7 @@ impl Session {
             freed.bytes += if meta.is_file() { meta.len() } else { 0 };
             freed.entries += 1;
         }
-        if let Some(partial) = partial_of(&virtual_path, &real)
+        if let Some(partial) = vfs::partial_of(&virtual_path, &real)
             && let Ok(meta) = tokio::fs::metadata(&partial).await
             && tokio::fs::remove_file(&partial).await.is_ok()
         {
@@ -1080,12 +1083,12 @@ impl Session {
                 return Some(listener);
             }
         }
-        match self.context.passive_ports {
-            Some(_) => None,
-            None => TcpListener::bind(SocketAddr::new(self.local_ip, 0))
-                .await
-                .ok(),
+        if self.context.passive_ports.is_some() {
+            return None;
         }
+        TcpListener::bind(SocketAddr::new(self.local_ip, 0))
+            .await
+            .ok()
     }
 
     /// AUTH TLS: 234, then the TLS handshake on the control connection.
@@ -1384,9 +1387,10 @@ impl Session {
             },
             _ => (virtual_path, real),
         };
-        let (Some(partial), Some(name)) =
-            (partial_of(&virtual_path, &real), virtual_path.file_name())
-        else {
+        let (Some(partial), Some(name)) = (
+            vfs::partial_of(&virtual_path, &real),
+            virtual_path.file_name(),
+        ) else {
             return self.reply(553, "Cannot store there").await;
         };
         if tokio::fs::metadata(&real).await.is_ok_and(|m| m.is_dir()) {
@@ -1407,12 +1411,7 @@ impl Session {
                 .reply(450, "Another upload to this file is running")
                 .await;
         };
-        let (user, jail) = self.user();
-        let quota = match context
-            .quotas
-            .writer(&user.name, jail.root(), user.limits())
-            .await
-        {
+        let quota = match self.quota_writer().await {
             Ok(quota) => quota,
             Err(_) => return self.reply(451, "Cannot count your disk usage").await,
         };
@@ -1633,14 +1632,6 @@ async fn remove_if_empty(partial: &Path) -> bool {
         .await
         .is_ok_and(|m| m.len() == 0)
         && tokio::fs::remove_file(partial).await.is_ok()
-}
-
-/// The kept partial upload's path for a target, if the target can have one.
-fn partial_of(virtual_path: &VirtualPath, real: &Path) -> Option<PathBuf> {
-    Some(vfs::upload_partial(
-        real.parent()?,
-        virtual_path.file_name()?,
-    ))
 }
 
 /// The target's name if free, else the first free `NAME.N`: neither a file

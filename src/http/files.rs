@@ -43,6 +43,14 @@ impl Home {
         Ok(Home { user, jail })
     }
 
+    /// A write counted against the user's limits (see `crate::quota`).
+    async fn quota_writer(&self, state: &AppState) -> std::io::Result<quota::QuotaWriter> {
+        state
+            .quotas()
+            .writer(&self.user.name, self.jail.root(), self.user.limits())
+            .await
+    }
+
     fn require(
         &self,
         allowed: fn(&Permissions) -> bool,
@@ -310,10 +318,7 @@ pub async fn upload(
     if !tokio::fs::metadata(&real_dir).await?.is_dir() {
         return Err(FileError::NotFound);
     }
-    let quota = state
-        .quotas()
-        .writer(&home.user.name, home.jail.root(), home.user.limits())
-        .await?;
+    let quota = home.quota_writer(&state).await?;
     let mut uploaded = Uploaded {
         files: Vec::new(),
         bytes: 0,
@@ -425,10 +430,7 @@ pub async fn mkdir(
     let name = valid_file_name(&request.name)?;
     let dir = VirtualPath::root().join(&request.dir)?;
     let (created, real) = home.locate(&dir.join(name)?.to_string())?;
-    let quota = state
-        .quotas()
-        .writer(&home.user.name, home.jail.root(), home.user.limits())
-        .await?;
+    let quota = home.quota_writer(&state).await?;
     quota.add_entry(false)?;
     if let Err(err) = tokio::fs::create_dir(&real).await {
         quota.remove_entry();
@@ -510,14 +512,12 @@ pub async fn delete(
             bytes: if meta.is_file() { meta.len() } else { 0 },
             entries: 1,
         };
-        if let (Some(dir), Some(name)) = (real.parent(), path.file_name()) {
-            let partial = vfs::upload_partial(dir, name);
-            if let Ok(kept) = tokio::fs::metadata(&partial).await
-                && tokio::fs::remove_file(&partial).await.is_ok()
-            {
-                freed.bytes += kept.len();
-                freed.entries += 1;
-            }
+        if let Some(partial) = vfs::partial_of(&path, &real)
+            && let Ok(kept) = tokio::fs::metadata(&partial).await
+            && tokio::fs::remove_file(&partial).await.is_ok()
+        {
+            freed.bytes += kept.len();
+            freed.entries += 1;
         }
         freed
     };
