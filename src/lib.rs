@@ -41,6 +41,7 @@ pub mod ftp;
 pub mod hex;
 pub mod http;
 pub mod listener;
+pub mod memory;
 pub mod quota;
 pub mod serve;
 pub mod shutdown;

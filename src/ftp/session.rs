@@ -25,6 +25,7 @@ use super::listing::{self, Format, ListingText};
 use super::stream::{SessionTls, Stream};
 use super::transfer::{self, Ascii, TransferError};
 use crate::listener::{Outcome, Traffic};
+use crate::memory;
 use crate::quota::{self, QuotaExceeded, QuotaWriter, Quotas, Usage};
 use crate::shutdown::Shutdown;
 use crate::stats;
@@ -105,7 +106,9 @@ impl Drop for UploadClaim<'_> {
     }
 }
 
-/// Holds one of an address's session slots; frees it when dropped.
+/// Holds one of an address's session slots; frees it when dropped. When
+/// the last session of all ends, the heap's free pages go back to the
+/// system ([`memory::release_free_heap`]).
 struct IpSlot<'a> {
     context: &'a FtpContext,
     ip: IpAddr,
@@ -132,6 +135,11 @@ impl Drop for IpSlot<'_> {
             if *count == 0 {
                 per_ip.remove(&self.ip);
             }
+        }
+        if per_ip.is_empty()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn_blocking(memory::release_free_heap);
         }
     }
 }
