@@ -6,7 +6,9 @@
 //!   few: the kernel maps code in 64 KiB windows, and scattered functions
 //!   kept most of the binary resident (docs in BENCHMARKS.md, "FTP").
 //! - Relative relocations are packed (DT_RELR): the loader reads a few KiB
-//!   instead of ~450 KiB of relocation records at every start.
+//!   instead of ~450 KiB of relocation records at every start. Only glibc
+//!   2.36 and later load such a binary (older ones would crash in it), so
+//!   only when building natively on one of those.
 //!
 //! Both are flags of LLD, the linker Rust uses by default for
 //! x86_64-unknown-linux-gnu since 1.90; with any other linker the binary is
@@ -28,7 +30,9 @@ fn main() {
         "{}/link/text-order.txt",
         env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
     );
-    println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    if env::var("HOST") == env::var("TARGET") && glibc_loads_packed_relocations() {
+        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
     if Path::new(&order).exists() {
         println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={order}");
         println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
@@ -57,4 +61,23 @@ fn links_with_lld() -> bool {
         .and_then(|number| number.split('.').nth(1))
         .and_then(|minor| minor.parse::<u32>().ok());
     minor.is_some_and(|minor| minor >= 90)
+}
+
+/// Whether this machine's glibc is 2.36 or later, the first to load packed
+/// relative relocations (DT_RELR).
+fn glibc_loads_packed_relocations() -> bool {
+    let Ok(output) = Command::new("getconf").arg("GNU_LIBC_VERSION").output() else {
+        return false;
+    };
+    // "glibc 2.36"
+    let version = String::from_utf8_lossy(&output.stdout);
+    let mut numbers = version
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .split('.')
+        .map(|number| number.parse::<u32>().unwrap_or(0));
+    let major = numbers.next().unwrap_or(0);
+    let minor = numbers.next().unwrap_or(0);
+    (major, minor) >= (2, 36)
 }
