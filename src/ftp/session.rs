@@ -136,9 +136,9 @@ impl Drop for IpSlot<'_> {
                 per_ip.remove(&self.ip);
             }
         }
-        if per_ip.is_empty()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
+        let last_session = per_ip.is_empty();
+        drop(per_ip);
+        if last_session && let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn_blocking(memory::release_free_heap);
         }
     }
