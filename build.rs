@@ -50,34 +50,24 @@ fn links_with_lld() -> bool {
         return false;
     }
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let Ok(output) = Command::new(rustc).arg("--version").output() else {
-        return false;
-    };
     // "rustc 1.95.0 (59807616e 2026-04-14)"
-    let version = String::from_utf8_lossy(&output.stdout);
-    let minor = version
-        .split_whitespace()
-        .nth(1)
-        .and_then(|number| number.split('.').nth(1))
-        .and_then(|minor| minor.parse::<u32>().ok());
-    minor.is_some_and(|minor| minor >= 90)
+    version_of(&rustc, "--version").is_some_and(|version| version >= (1, 90))
 }
 
 /// Whether this machine's glibc is 2.36 or later, the first to load packed
 /// relative relocations (DT_RELR).
 fn glibc_loads_packed_relocations() -> bool {
-    let Ok(output) = Command::new("getconf").arg("GNU_LIBC_VERSION").output() else {
-        return false;
-    };
     // "glibc 2.36"
-    let version = String::from_utf8_lossy(&output.stdout);
-    let mut numbers = version
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .split('.')
-        .map(|number| number.parse::<u32>().unwrap_or(0));
-    let major = numbers.next().unwrap_or(0);
-    let minor = numbers.next().unwrap_or(0);
-    (major, minor) >= (2, 36)
+    version_of("getconf", "GNU_LIBC_VERSION").is_some_and(|version| version >= (2, 36))
+}
+
+/// The major and minor version in the second word `program argument`
+/// prints, as in "rustc 1.95.0 (…)" or "glibc 2.36".
+fn version_of(program: &str, argument: &str) -> Option<(u32, u32)> {
+    let output = Command::new(program).arg(argument).output().ok()?;
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let mut numbers = printed.split_whitespace().nth(1)?.split('.');
+    let major = numbers.next()?.parse().ok()?;
+    let minor = numbers.next()?.parse().ok()?;
+    Some((major, minor))
 }
