@@ -7,7 +7,7 @@
 //! atomics, so counting costs no lock on the data path; only the first lookup
 //! of a name and the event feed take a mutex.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::SystemTime;
@@ -17,6 +17,10 @@ use tokio::sync::broadcast;
 
 /// How many recent events the feed keeps for a newly opened dashboard.
 const RECENT_EVENTS: usize = 200;
+
+/// Bytes of text each kept event has room for without a new allocation;
+/// most events' lines are shorter, a longer one grows its slot.
+const RECENT_DETAIL_CAPACITY: usize = 120;
 
 /// Connection and byte counters of one service.
 #[derive(Debug, Default)]
@@ -76,17 +80,66 @@ pub struct CounterKey {
     pub labels: Vec<(&'static str, String)>,
 }
 
+/// The last [`RECENT_EVENTS`] events, in storage allocated once, up front.
+///
+/// An event's text arrives in a string its session allocated. Kept as it
+/// is, each of the 200 would stay wherever the heap had room at that moment:
+/// after a burst of sessions they sat scattered over the heap, one to a
+/// page, and held a few hundred pages of it resident when the server fell
+/// idle (BENCHMARKS.md, "FTP against vsftpd"). Instead each slot keeps its
+/// own buffer, made next to the others when the registry is, and the text
+/// is copied into the oldest slot's buffer.
+struct RecentEvents {
+    slots: Vec<Event>,
+    /// The slot the next event goes into; once every slot is used, also the oldest.
+    next: usize,
+    used: usize,
+}
+
+impl RecentEvents {
+    fn new() -> Self {
+        let empty = || Event {
+            at: 0,
+            service: "",
+            kind: "",
+            detail: String::with_capacity(RECENT_DETAIL_CAPACITY),
+        };
+        Self {
+            slots: (0..RECENT_EVENTS).map(|_| empty()).collect(),
+            next: 0,
+            used: 0,
+        }
+    }
+
+    fn push(&mut self, event: &Event) {
+        let slot = &mut self.slots[self.next];
+        slot.at = event.at;
+        slot.service = event.service;
+        slot.kind = event.kind;
+        slot.detail.clear();
+        slot.detail.push_str(&event.detail);
+        self.next = (self.next + 1) % RECENT_EVENTS;
+        self.used = (self.used + 1).min(RECENT_EVENTS);
+    }
+
+    /// Oldest first.
+    fn iter(&self) -> impl Iterator<Item = &Event> {
+        let oldest = (self.next + RECENT_EVENTS - self.used) % RECENT_EVENTS;
+        (0..self.used).map(move |i| &self.slots[(oldest + i) % RECENT_EVENTS])
+    }
+}
+
 struct Registry {
     services: Mutex<BTreeMap<&'static str, Arc<ServiceStats>>>,
     counters: Mutex<BTreeMap<CounterKey, Arc<AtomicU64>>>,
-    recent: Mutex<VecDeque<Event>>,
+    recent: Mutex<RecentEvents>,
     feed: broadcast::Sender<Event>,
 }
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry {
     services: Mutex::new(BTreeMap::new()),
     counters: Mutex::new(BTreeMap::new()),
-    recent: Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)),
+    recent: Mutex::new(RecentEvents::new()),
     feed: broadcast::channel(1024).0,
 });
 
@@ -135,13 +188,7 @@ pub fn record(service: &'static str, kind: &'static str, detail: String) {
         kind,
         detail,
     };
-    {
-        let mut recent = REGISTRY.recent.lock().expect("stats lock");
-        if recent.len() == RECENT_EVENTS {
-            recent.pop_front();
-        }
-        recent.push_back(event.clone());
-    }
+    REGISTRY.recent.lock().expect("stats lock").push(&event);
     // No subscriber is fine: nobody has the dashboard open.
     let _ = REGISTRY.feed.send(event);
 }
@@ -199,5 +246,30 @@ mod tests {
         let event = feed.try_recv().unwrap();
         assert_eq!(event.detail, "from somewhere");
         assert!(recent_events().iter().any(|e| e.detail == "from somewhere"));
+    }
+
+    #[test]
+    fn the_recent_list_keeps_the_newest_events_oldest_first() {
+        let mut recent = RecentEvents::new();
+        let event = |n: usize| Event {
+            at: n as u64,
+            service: "stats-test",
+            kind: "connection",
+            detail: format!("event {n} {}", "x".repeat(n % 3 * RECENT_DETAIL_CAPACITY)),
+        };
+        recent.push(&event(0));
+        recent.push(&event(1));
+        let kept: Vec<u64> = recent.iter().map(|e| e.at).collect();
+        assert_eq!(kept, vec![0, 1]);
+
+        for n in 2..RECENT_EVENTS + 50 {
+            recent.push(&event(n));
+        }
+        let kept: Vec<&Event> = recent.iter().collect();
+        assert_eq!(kept.len(), RECENT_EVENTS);
+        for (kept, n) in kept.iter().zip(50..) {
+            assert_eq!(kept.at, n as u64);
+            assert_eq!(kept.detail, event(n).detail);
+        }
     }
 }
