@@ -7,14 +7,48 @@
 //! heap was free and resident. `malloc_trim` returns every whole free page
 //! inside the heaps (BENCHMARKS.md, "FTP against vsftpd").
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How long a thread of the async runtime's blocking pool waits for more
+/// work before it exits (Tokio's own default, set explicitly because
+/// [`release_free_heap_later`] waits for those threads to be gone).
+pub const BLOCKING_THREAD_KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// Counts the calls of [`release_free_heap_later`]; only the latest call's
+/// trim runs.
+static LATEST_BURST: AtomicU64 = AtomicU64::new(0);
+
 /// Returns the whole free pages in malloc's heaps to the system; with a C
 /// library other than glibc, does nothing. Takes a lock on each heap while
 /// it walks its free chunks: call it when a service falls idle, off the
 /// async runtime's threads.
-pub fn release_free_heap() {
+fn release_free_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only walks malloc's own free lists, under its locks.
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Once a burst of work is over: returns the heap's free pages after the
+/// blocking threads that served the burst have exited, unless another burst
+/// has ended meanwhile (then its own call does it, later).
+///
+/// Trimming right away misses most of it: each exiting thread hands the
+/// chunks it keeps cached back to the heap only as it exits, up to
+/// [`BLOCKING_THREAD_KEEP_ALIVE`] later. Measured after 8 FTP clients had
+/// come and gone, a trim then still freed about 0.4 MiB that the trim at
+/// the last session's end had not. Does nothing outside a Tokio runtime.
+pub fn release_free_heap_later() {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let burst = LATEST_BURST.fetch_add(1, Ordering::Relaxed) + 1;
+    runtime.spawn(async move {
+        tokio::time::sleep(BLOCKING_THREAD_KEEP_ALIVE + Duration::from_secs(1)).await;
+        if LATEST_BURST.load(Ordering::Relaxed) == burst {
+            let _ = tokio::task::spawn_blocking(release_free_heap).await;
+        }
+    });
 }

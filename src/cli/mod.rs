@@ -131,6 +131,7 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
     }
     builder
         .thread_stack_size(THREAD_STACK)
+        .thread_keep_alive(sockit::memory::BLOCKING_THREAD_KEEP_ALIVE)
         .event_interval(EVENT_INTERVAL)
         .enable_all()
         .build()

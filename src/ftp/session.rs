@@ -108,7 +108,7 @@ impl Drop for UploadClaim<'_> {
 
 /// Holds one of an address's session slots; frees it when dropped. When
 /// the last session of all ends, the heap's free pages go back to the
-/// system ([`memory::release_free_heap`]).
+/// system a little later ([`memory::release_free_heap_later`]).
 struct IpSlot<'a> {
     context: &'a FtpContext,
     ip: IpAddr,
@@ -138,8 +138,8 @@ impl Drop for IpSlot<'_> {
         }
         let last_session = per_ip.is_empty();
         drop(per_ip);
-        if last_session && let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn_blocking(memory::release_free_heap);
+        if last_session {
+            memory::release_free_heap_later();
         }
     }
 }
