@@ -9,13 +9,15 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::ServerConfig;
 use tracing::info;
@@ -1043,9 +1045,8 @@ impl Session {
         let port = listener.local_addr()?.port();
         self.passive = Some(listener);
         self.active = None;
-        // See `PASSIVE_REPLY_HOLD`. Tokio's timers count whole milliseconds,
-        // so the pause is taken on the blocking pool.
-        let _ = tokio::task::spawn_blocking(|| std::thread::sleep(PASSIVE_REPLY_HOLD)).await;
+        // See `PASSIVE_REPLY_HOLD`; without a timer the reply goes at once.
+        let _ = pause(PASSIVE_REPLY_HOLD).await;
         if extended {
             return self
                 .reply(229, &format!("Entering Extended Passive Mode (|||{port}|)"))
@@ -1698,6 +1699,49 @@ fn ephemeral_ports() -> std::ops::RangeInclusive<u16> {
 /// 30). The hold costs a data connection 0.1 ms.
 const PASSIVE_REPLY_HOLD: Duration = Duration::from_micros(100);
 
+/// Waits `length`, which may be well under a millisecond: Tokio's timers
+/// count whole milliseconds, so this arms a one-shot timer descriptor
+/// (`timerfd`, nanoseconds) and waits for it as for a socket. It took the
+/// place of a sleep on the blocking pool, which kept a thread per pending
+/// reply: 8 busy clients had the pool grow to 40 threads.
+async fn pause(length: Duration) -> io::Result<()> {
+    // SAFETY: timerfd_create takes no pointers; it returns a new descriptor
+    // or -1.
+    let fd = unsafe {
+        libc::timerfd_create(
+            libc::CLOCK_MONOTONIC,
+            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and nothing else owns it.
+    let timer = unsafe { OwnedFd::from_raw_fd(fd) };
+    let when = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: length.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+            // Zero would disarm the timer: wait at least a nanosecond.
+            tv_nsec: length.subsec_nanos().max(1).into(),
+        },
+    };
+    // SAFETY: `timer` is open and `when` outlives the call; the old setting
+    // is not asked for.
+    if unsafe { libc::timerfd_settime(timer.as_raw_fd(), 0, &when, std::ptr::null_mut()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the `OwnedFd` keeps its descriptor open, and the same, for as
+    // long as the `AsyncFd` owns it.
+    let expiry = unsafe { AsyncFd::register_with_interest(timer, Interest::READABLE) }
+        .map_err(|failed| failed.into_parts().1)?;
+    let _ready = expiry.readable().await?;
+    Ok(())
+}
+
 /// Why a partial file could not be prepared.
 #[derive(Debug)]
 enum PartialError {
@@ -1791,6 +1835,28 @@ async fn open_partial(
                 quota.remove_entry();
             }
             Err(PartialError::Io(err))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_pause_lasts_at_least_its_length() {
+        for length in [
+            Duration::ZERO,
+            Duration::from_micros(100),
+            Duration::from_millis(3),
+        ] {
+            let started = Instant::now();
+            pause(length).await.unwrap();
+            assert!(
+                started.elapsed() >= length,
+                "{length:?} took {:?}",
+                started.elapsed()
+            );
         }
     }
 }

@@ -295,13 +295,15 @@ pub async fn upload(
             (None, _) => &buf.0[..read],
         };
         quota.charge(bytes.len() as u64)?;
-        tokio::task::block_in_place(|| {
-            std::io::Write::write_all(file, bytes)?;
-            writeback.wrote(file, bytes.len() as u64);
-            Ok(())
-        })
-        .map_err(TransferError::File)?;
-        received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if !bytes.is_empty() {
+            tokio::task::block_in_place(|| {
+                std::io::Write::write_all(file, bytes)?;
+                writeback.wrote(file, bytes.len() as u64);
+                Ok(())
+            })
+            .map_err(TransferError::File)?;
+            received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
         if read == 0 {
             break;
         }
