@@ -4,18 +4,25 @@
 //!   `scripts/order-text` from profiled runs). The linker puts them next to
 //!   each other at the start of the code, so the pages a server touches are
 //!   few: the kernel maps code in 64 KiB windows, and scattered functions
-//!   kept most of the binary resident (docs in BENCHMARKS.md, "FTP").
+//!   kept most of the binary resident (docs in BENCHMARKS.md, "FTP"). The
+//!   list becomes a linker script that gathers each function's section
+//!   into an output section `.text.hot` before `.text`, matching names
+//!   with any copy number: whole-program LTO numbers the copies of a
+//!   generic function made in several crates (`name.12345`) in link order,
+//!   so the numbers shift with every edit, and an exact list (LLD's
+//!   `--symbol-ordering-file`) lost 90 of 1 518 names to one small change.
 //! - Relative relocations are packed (DT_RELR): the loader reads a few KiB
 //!   instead of ~450 KiB of relocation records at every start. Only glibc
 //!   2.36 and later load such a binary (older ones would crash in it), so
 //!   only when building natively on one of those.
 //!
-//! Both are flags of LLD, the linker Rust uses by default for
+//! Both are written for LLD, the linker Rust uses by default for
 //! x86_64-unknown-linux-gnu since 1.90; with any other linker the binary is
 //! linked as usual. Names in the order file that no longer exist (renamed or
-//! inlined functions) are skipped by the linker.
+//! inlined functions) match nothing and are skipped.
 
 use std::env;
+use std::fs;
 use std::path::Path;
 use std::process::Command;
 
@@ -33,9 +40,47 @@ fn main() {
     if env::var("HOST") == env::var("TARGET") && glibc_loads_packed_relocations() {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
-    if Path::new(&order).exists() {
-        println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={order}");
-        println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+    if let Ok(functions) = fs::read_to_string(&order) {
+        let script =
+            Path::new(&env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("text-order.ld");
+        fs::write(&script, hot_text_script(&functions)).expect("OUT_DIR is writable");
+        println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
+    }
+}
+
+/// A linker script that lays out the sections of `functions` (one mangled
+/// name a line, in order) first in the code, in that order, each name
+/// with or without a copy number. Functions get a section each, named
+/// `.text.` and the symbol, sometimes with a prefix LLVM adds
+/// (`.text.unlikely.`): those are matched too.
+fn hot_text_script(functions: &str) -> String {
+    let mut seen = std::collections::HashSet::new();
+    let mut script = String::from("SECTIONS\n{\n  .text.hot : {\n");
+    for name in functions
+        .lines()
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+    {
+        let name = without_copy_number(name);
+        if seen.insert(name) {
+            script.push_str(&format!(
+                "    *(.text.{name} .text.{name}.* .text.*.{name} .text.*.{name}.*)\n"
+            ));
+        }
+    }
+    script.push_str("  }\n}\nINSERT BEFORE .text;\n");
+    script
+}
+
+/// `name.12345` without `.12345`; other names as they are.
+fn without_copy_number(name: &str) -> &str {
+    match name.rsplit_once('.') {
+        Some((stem, number))
+            if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            stem
+        }
+        _ => name,
     }
 }
 
