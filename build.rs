@@ -5,12 +5,13 @@
 //!   each other at the start of the code, so the pages a server touches are
 //!   few: the kernel maps code in 64 KiB windows, and scattered functions
 //!   kept most of the binary resident (docs in BENCHMARKS.md, "FTP"). The
-//!   list becomes a linker script that gathers each function's section
-//!   into an output section `.text.hot` before `.text`, matching names
-//!   with any copy number: whole-program LTO numbers the copies of a
-//!   generic function made in several crates (`name.12345`) in link order,
-//!   so the numbers shift with every edit, and an exact list (LLD's
-//!   `--symbol-ordering-file`) lost 90 of 1 518 names to one small change.
+//!   list becomes a linker script that puts each listed function's section
+//!   first in `.text`, matching names with any copy number: whole-program
+//!   LTO numbers the copies of a generic function made in several crates
+//!   (`name.12345`) in link order, so the numbers shift with every edit,
+//!   and an exact list (LLD's `--symbol-ordering-file`) lost 90 of 1 518
+//!   names to one small change. The output section keeps the name `.text`:
+//!   valgrind names only the functions in a section of that name.
 //! - Relative relocations are packed (DT_RELR): the loader reads a few KiB
 //!   instead of ~450 KiB of relocation records at every start. Only glibc
 //!   2.36 and later load such a binary (older ones would crash in it), so
@@ -48,14 +49,15 @@ fn main() {
     }
 }
 
-/// A linker script that lays out the sections of `functions` (one mangled
-/// name a line, in order) first in the code, in that order, each name
-/// with or without a copy number. Functions get a section each, named
-/// `.text.` and the symbol, sometimes with a prefix LLVM adds
-/// (`.text.unlikely.`): those are matched too.
+/// A linker script for the output section `.text`: first the sections of
+/// `functions` (one mangled name a line), in that order, each name with or
+/// without a copy number, then every other code section as LLD would
+/// place it. Functions get a section each, named `.text.` and the symbol,
+/// sometimes with a prefix LLVM adds (`.text.unlikely.`): those are matched
+/// too. `INSERT` keeps the rest of LLD's own layout.
 fn hot_text_script(functions: &str) -> String {
     let mut seen = std::collections::HashSet::new();
-    let mut script = String::from("SECTIONS\n{\n  .text.hot : {\n");
+    let mut script = String::from("SECTIONS\n{\n  .text : {\n");
     for name in functions
         .lines()
         .map(str::trim)
@@ -68,7 +70,7 @@ fn hot_text_script(functions: &str) -> String {
             ));
         }
     }
-    script.push_str("  }\n}\nINSERT BEFORE .text;\n");
+    script.push_str("    *(.text .text.*)\n  }\n}\nINSERT BEFORE .init;\n");
     script
 }
 
