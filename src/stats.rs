@@ -85,7 +85,7 @@ pub struct CounterKey {
 /// An event's text arrives in a string its session allocated. Kept as it
 /// is, each of the 200 would stay wherever the heap had room at that moment:
 /// after a burst of sessions they sat scattered over the heap, one to a
-/// page, and held a few hundred pages of it resident when the server fell
+/// page, and kept up to 200 of its pages resident when the server fell
 /// idle (BENCHMARKS.md, "FTP against vsftpd"). Instead each slot keeps its
 /// own buffer, made next to the others when the registry is, and the text
 /// is copied into the oldest slot's buffer.

