@@ -1726,7 +1726,7 @@ async fn pause(length: Duration) -> io::Result<()> {
         },
         it_value: libc::timespec {
             tv_sec: length.as_secs().try_into().unwrap_or(libc::time_t::MAX),
-            // Zero would disarm the timer: wait at least a nanosecond.
+            // An all-zero time would disarm the timer: wait at least 1 ns.
             tv_nsec: length.subsec_nanos().max(1).into(),
         },
     };
