@@ -42,7 +42,7 @@ fn main() -> ExitCode {
 // calls (Tokio's scheduler statistics raise to a power, the bench's plots
 // take logarithms), come from the `libm` crate, Rust's port of musl's.
 // Defined here, they leave nothing for libm.so to provide, so the linker
-// (`--as-needed`) drops it and no process maps it: about 0.26 MiB less for
+// (`--as-needed`) drops it and no process maps it: about 0.2 MiB less for
 // an idle server (BENCHMARKS.md, "FTP against vsftpd"). A definition in the
 // executable takes precedence over a shared library's, so these also serve
 // any library loaded later that calls them.
