@@ -43,9 +43,9 @@ fn main() -> ExitCode {
 // take logarithms), come from the `libm` crate, Rust's port of musl's.
 // Defined here, they leave nothing for libm.so to provide, so the linker
 // (`--as-needed`) drops it and no process maps it: about 0.2 MiB less for
-// an idle server (BENCHMARKS.md, "FTP against vsftpd"). A definition in the
-// executable takes precedence over a shared library's, so these also serve
-// any library loaded later that calls them.
+// an idle server (BENCHMARKS.md, "FTP against vsftpd"). They serve the
+// program's own code only: the executable does not export them, and the
+// shared libraries it loads do not call them.
 
 /// C's `pow(3)`.
 #[unsafe(no_mangle)]
