@@ -43,9 +43,9 @@ fn main() -> ExitCode {
 // take logarithms), come from the `libm` crate, Rust's port of musl's.
 // Defined here, they leave nothing for libm.so to provide, so the linker
 // (`--as-needed`) drops it and no process maps it: about 0.2 MiB less for
-// an idle server (BENCHMARKS.md, "FTP against vsftpd"). They serve the
-// program's own code only: the executable does not export them, and the
-// shared libraries it loads do not call them.
+// an idle server (BENCHMARKS.md, "FTP against vsftpd"). rustc exports
+// them from the executable, whose definitions come first in the dynamic
+// linker's lookup: a shared library that calls `pow` or `log` gets these.
 
 /// C's `pow(3)`.
 #[unsafe(no_mangle)]
