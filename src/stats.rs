@@ -18,6 +18,13 @@ use tokio::sync::broadcast;
 /// How many recent events the feed keeps for a newly opened dashboard.
 const RECENT_EVENTS: usize = 200;
 
+/// How many events the live feed holds for a subscriber that has not read
+/// them yet. The feed's buffer is made, and every slot written, with the
+/// registry, so its size is memory the server keeps from the start (1 024
+/// slots were 90 KiB); a dashboard further behind than this gets the next
+/// status snapshot instead, and the recent list when it reloads.
+const FEED_BACKLOG: usize = 128;
+
 /// Bytes of text each kept event has room for without a new allocation;
 /// most events' lines are shorter, a longer one grows its slot.
 const RECENT_DETAIL_CAPACITY: usize = 120;
@@ -140,7 +147,7 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry {
     services: Mutex::new(BTreeMap::new()),
     counters: Mutex::new(BTreeMap::new()),
     recent: Mutex::new(RecentEvents::new()),
-    feed: broadcast::channel(1024).0,
+    feed: broadcast::channel(FEED_BACKLOG).0,
 });
 
 /// The counters of `service`, created on first use.
