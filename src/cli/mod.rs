@@ -113,14 +113,15 @@ pub fn init_logging(verbose: u8, quiet: u8) {
 /// (BENCHMARKS.md, "Echo concurrency models").
 const EVENT_INTERVAL: u32 = 256;
 
-/// Stack size of the runtime's threads: address space as the main thread
-/// has, of which only the pages a thread touches are memory. Its size sets
-/// how many exited threads' stacks glibc keeps for reuse (up to 40 MiB of
-/// them), each with ~24 KiB still resident: with Tokio's 2 MiB, the 20 or so
-/// blocking threads a burst of FTP sessions starts left 20 stacks and
-/// ~0.5 MiB behind for good; with 8 MiB, at most 5 (BENCHMARKS.md, "FTP
-/// against vsftpd").
-const THREAD_STACK: usize = 8 << 20;
+/// Stack size of the runtime's threads: address space, of which only the
+/// pages a thread touches are memory. Its size sets how many exited
+/// threads' stacks glibc keeps for reuse (up to 40 MiB of them), each with
+/// ~24 KiB still resident: with Tokio's 2 MiB, the 20 or so blocking threads
+/// a burst of FTP sessions starts left 20 stacks and ~0.5 MiB behind for
+/// good; with 8 MiB, 4 or 5 (~0.1 MiB). Larger than the whole cache, none is
+/// kept, and a new thread maps a new stack (BENCHMARKS.md, "FTP against
+/// vsftpd").
+const THREAD_STACK: usize = 41 << 20;
 
 /// A multi-threaded runtime for the subcommands that serve, with `workers`
 /// worker threads (Tokio's default, one per core, when not given).
