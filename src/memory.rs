@@ -8,12 +8,14 @@
 //! heap was free and resident. `malloc_trim` returns every whole free page
 //! inside the heaps (BENCHMARKS.md, "FTP against vsftpd").
 
+#[cfg(target_env = "gnu")]
 use std::ffi::{OsStr, OsString};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The environment variable glibc reads its tunables from, once, as a
 /// program starts.
+#[cfg(target_env = "gnu")]
 const GLIBC_TUNABLES: &str = "GLIBC_TUNABLES";
 
 /// What a server asks of glibc's malloc that only [`GLIBC_TUNABLES`] can
@@ -26,8 +28,10 @@ const GLIBC_TUNABLES: &str = "GLIBC_TUNABLES";
 /// they held such chunks on pages all over the heap, and while cached, the
 /// chunks had kept their free neighbours from merging. With caching up to
 /// 64 bytes the idle server kept 0.3 MiB less heap after the burst, about
-/// what it had as started, and served FTP and HTTP as fast in alternating
-/// runs (BENCHMARKS.md, "FTP against vsftpd").
+/// what it had as started, and served FTP as fast and HTTP about half a
+/// per cent slower in alternating runs (BENCHMARKS.md, "FTP against
+/// vsftpd" and "HTTP console").
+#[cfg(target_env = "gnu")]
 const MALLOC_TUNABLES: &str = "glibc.malloc.tcache_max=64";
 
 /// How long a thread of the async runtime's blocking pool waits for more
@@ -74,6 +78,7 @@ pub fn tune_malloc() {
 }
 
 /// Whether a `GLIBC_TUNABLES` value sets anything of malloc's thread cache.
+#[cfg(target_env = "gnu")]
 fn sets_thread_cache(tunables: &OsStr) -> bool {
     tunables
         .to_string_lossy()
@@ -82,6 +87,7 @@ fn sets_thread_cache(tunables: &OsStr) -> bool {
 }
 
 /// `tunables` (a `GLIBC_TUNABLES` value, if any) with [`MALLOC_TUNABLES`] added.
+#[cfg(target_env = "gnu")]
 fn with_malloc_tunables(tunables: Option<&OsStr>) -> OsString {
     match tunables {
         Some(tunables) if !tunables.is_empty() => {
@@ -132,7 +138,7 @@ pub fn release_free_heap_later() {
     });
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_env = "gnu"))]
 mod tests {
     use super::*;
 
