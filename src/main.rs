@@ -19,7 +19,8 @@ fn main() -> ExitCode {
     // threads come and go (Tokio's blocking pool, `block_in_place`), each
     // heap keeps what it once held, and a second one held 0.15-0.2 MiB more
     // after a burst of FTP clients (BENCHMARKS.md); each thread's cache of
-    // small chunks spares most allocations the shared heap's lock. No fast
+    // small chunks (for a server, chunks of up to 64 bytes only: see
+    // `memory::tune_malloc`) spares most allocations the heap's lock. No fast
     // bins: they keep freed small chunks apart from their free neighbours
     // until something merges them, and after a burst the idle server kept
     // 0.15-0.2 MiB more heap with them (no change in FTP or HTTP speed).
