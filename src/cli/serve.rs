@@ -165,6 +165,7 @@ impl From<ModelArg> for Model {
     }
 }
 
+#[inline(never)]
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     sockit::memory::tune_malloc();
     sockit::listener::raise_open_file_limit();
