@@ -601,6 +601,31 @@ fn paths_and_names_that_would_leave_the_home_are_refused() {
 }
 
 #[test]
+fn a_named_pipe_in_a_home_is_refused_and_holds_nothing_up() {
+    let (server, addr) = start();
+    add_user(&server, "pia", "pw", &[]);
+    let home = server.data_dir().join("homes/pia");
+    let made = Command::new("mkfifo")
+        .arg(home.join("pipe"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut control = Control::login(&addr, "pia", "pw");
+    // Opening a pipe for reading waits for a writer: a server that did
+    // would never answer these.
+    control
+        .0
+        .get_ref()
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    for refused in ["RETR pipe", "MFMT 20200101000000 pipe"] {
+        let reply = control.command(refused);
+        assert!(reply.starts_with("550"), "{refused}: {reply}");
+    }
+    assert!(control.command("NOOP").starts_with("200"));
+}
+
+#[test]
 fn a_read_only_user_changes_nothing() {
     let (server, addr) = start();
     add_user(&server, "ro", "pw", &["--read-only"]);

@@ -19,7 +19,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -758,7 +758,7 @@ impl Session {
             },
             Command::Mfmt { modified, path } if permissions.write => match self.resolve(&path) {
                 Ok((_, real)) => {
-                    match std::fs::File::open(&real).and_then(|file| file.set_modified(modified)) {
+                    match open_plain_file(&real).and_then(|file| file.set_modified(modified)) {
                         Ok(()) => {
                             let stamp = listing::time_val(modified);
                             self.reply(213, &format!("Modify={stamp}; {path}")).await
@@ -1328,11 +1328,9 @@ impl Session {
             Err((code, text)) => return self.reply(code, text).await,
         };
         let offset = std::mem::take(&mut self.restart);
-        let mut file = match std::fs::File::open(&real) {
-            Ok(file) if file.metadata().is_ok_and(|m| m.is_file()) => {
-                tokio::fs::File::from_std(file)
-            }
-            _ => return self.reply(550, "No such file").await,
+        let mut file = match open_plain_file(&real) {
+            Ok(file) => tokio::fs::File::from_std(file),
+            Err(_) => return self.reply(550, "No such file").await,
         };
         let ascii = self.transfer_type == TransferType::Ascii;
         if offset > 0 {
@@ -1630,6 +1628,21 @@ enum StoreMode {
     Append,
     /// STOU: store under a name that is not taken.
     Unique,
+}
+
+/// Opens `path` for reading if it is a plain file. The open does not block:
+/// a named pipe in a home would otherwise hold the runtime's worker until
+/// something wrote to it (reading a plain file ignores the flag).
+fn open_plain_file(path: &Path) -> io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if file.metadata()?.is_file() {
+        Ok(file)
+    } else {
+        Err(io::Error::other("not a plain file"))
+    }
 }
 
 /// Removes the partial file of an upload whose data connection never came,
