@@ -14,7 +14,8 @@
 //! switches, seven for one small upload, and 8 lftp clients moved 13 % fewer
 //! files a second (BENCHMARKS.md, "FTP against vsftpd"). What can take
 //! long stays on the pool: checking a password, listing a directory,
-//! emptying one for RMD, copying a file's first bytes for a resumed upload.
+//! emptying one for RMD, copying a file's first bytes for a resumed upload
+//! or cutting a kept partial upload short.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -1831,9 +1832,11 @@ async fn open_partial(
             }
         }
     };
-    // Copying the target's first bytes can take long: that goes to the
-    // blocking pool; an empty or kept partial file is opened in place.
-    let opened = if copy {
+    // Copying the target's first bytes, or cutting a kept partial file
+    // short (freeing its blocks), can take long: that goes to the blocking
+    // pool. A new partial file, or a kept one continued, opens in place.
+    let cut = kept.is_some_and(|len| keep < len);
+    let opened = if copy || cut {
         tokio::task::spawn_blocking(prepare)
             .await
             .map_err(io::Error::other)
