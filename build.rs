@@ -68,11 +68,7 @@ fn main() {
 fn hot_text_script(functions: &str) -> String {
     let mut seen = std::collections::HashSet::new();
     let mut script = String::from("SECTIONS\n{\n  .text : {\n");
-    for name in functions
-        .lines()
-        .map(str::trim)
-        .filter(|name| !name.is_empty())
-    {
+    for name in names(functions) {
         let name = without_copy_number(name);
         if seen.insert(name) {
             script.push_str(&format!(
@@ -89,15 +85,16 @@ fn hot_text_script(functions: &str) -> String {
 /// rest. It stays where LLD puts `.rodata`, ahead of the exception tables.
 fn hot_rodata_script(sections: &str) -> String {
     let mut script = String::from("SECTIONS\n{\n  .rodata : {\n");
-    for name in sections
-        .lines()
-        .map(str::trim)
-        .filter(|name| !name.is_empty())
-    {
+    for name in names(sections) {
         script.push_str(&format!("    *({name})\n"));
     }
     script.push_str("    *(.rodata .rodata.*)\n  }\n}\nINSERT BEFORE .gcc_except_table;\n");
     script
+}
+
+/// The names in a list file, one a line, blank lines skipped.
+fn names(list: &str) -> impl Iterator<Item = &str> {
+    list.lines().map(str::trim).filter(|name| !name.is_empty())
 }
 
 /// `name.12345` without `.12345`; other names as they are.

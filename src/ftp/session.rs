@@ -1400,7 +1400,8 @@ impl Session {
         ) else {
             return self.reply(553, "Cannot store there").await;
         };
-        if std::fs::metadata(&real).is_ok_and(|m| m.is_dir()) {
+        let target = std::fs::metadata(&real).ok();
+        if target.as_ref().is_some_and(std::fs::Metadata::is_dir) {
             return self.reply(553, "That name is a directory").await;
         }
         let ascii = self.transfer_type == TransferType::Ascii;
@@ -1426,7 +1427,8 @@ impl Session {
             StoreMode::Replace | StoreMode::Unique => offset,
             StoreMode::Append => u64::MAX,
         };
-        let mut file = match open_partial(&partial, &real, start, &quota).await {
+        let existing = target.filter(std::fs::Metadata::is_file).map(|m| m.len());
+        let mut file = match open_partial(&partial, &real, existing, start, &quota).await {
             Ok(file) => file,
             Err(PartialError::Beyond(available)) => {
                 return self
@@ -1765,22 +1767,20 @@ enum PartialError {
 }
 
 /// Opens the partial file of an upload, positioned where the client's bytes
-/// go. `start` is the REST offset (0: an empty file), or `u64::MAX` for
-/// APPE (the end). A kept partial file is continued, cut to `start`; without
+/// go. `existing` is the length of the target if it is a plain file.
+/// `start` is the REST offset (0: an empty file), or `u64::MAX` for APPE
+/// (the end). A kept partial file is continued, cut to `start`; without
 /// one, the partial file begins as a copy of the target's first `start`
 /// bytes. Bytes copied are charged to the quota; bytes cut are refunded; a
 /// new partial file counts as an entry.
 async fn open_partial(
     partial: &Path,
     target: &Path,
+    existing: Option<u64>,
     start: u64,
     quota: &QuotaWriter,
 ) -> Result<std::fs::File, PartialError> {
     let kept = std::fs::metadata(partial).ok().map(|m| m.len());
-    let existing = std::fs::metadata(target)
-        .ok()
-        .filter(std::fs::Metadata::is_file)
-        .map(|m| m.len());
     let (copy, keep) = match (kept, existing) {
         (Some(len), _) if start == u64::MAX || start <= len => (false, start.min(len)),
         (Some(len), _) => return Err(PartialError::Beyond(len)),

@@ -289,7 +289,6 @@ pub async fn upload(
     let mut buf = ReadBuffer::new();
     let mut converted = Vec::new();
     let mut writeback = Writeback::at(file).map_err(TransferError::File)?;
-    let mut written = 0;
     loop {
         let piece = pace.piece(buf.0.len());
         let read = within(stall, data.read(&mut buf.0[..piece]))
@@ -311,13 +310,12 @@ pub async fn upload(
                 writeback.wrote(file, bytes.len() as u64);
                 Ok(())
             };
-            if written < WRITTEN_UNANNOUNCED {
+            if received.load(Ordering::Relaxed) < WRITTEN_UNANNOUNCED {
                 write()
             } else {
                 tokio::task::block_in_place(write)
             }
             .map_err(TransferError::File)?;
-            written += bytes.len() as u64;
             received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         }
         if read == 0 {
