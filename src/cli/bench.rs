@@ -231,7 +231,6 @@ fn parse_against(text: &str) -> Result<(String, SocketAddr), String> {
     Ok((name.to_owned(), addr))
 }
 
-#[inline(never)]
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     sockit::listener::raise_open_file_limit();
     // Echo loads run on event loops of their own, `--threads` of them; the UDP

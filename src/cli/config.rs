@@ -30,7 +30,6 @@ enum ConfigAction {
     },
 }
 
-#[inline(never)]
 pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     match args.action {
         ConfigAction::Default => write!(std::io::stdout(), "{DEFAULT_TOML}")?,

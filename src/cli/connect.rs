@@ -39,7 +39,6 @@ enum Transport {
     Unix,
 }
 
-#[inline(never)]
 pub fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -79,7 +79,6 @@ fn data_dir(flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(sockit::config::default_data_dir)
 }
 
-#[inline(never)]
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
     let path = args
         .output
@@ -100,7 +99,6 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[inline(never)]
 pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let target = Target::parse(&args.addr).map_err(anyhow::Error::msg)?;
     let data = data_dir(args.data_dir);

@@ -62,11 +62,6 @@ enum Command {
 }
 
 /// Runs the parsed command.
-///
-/// Every command's function is marked `#[inline(never)]`: inlined, all of
-/// them made this one function 56 KiB, all of it in the pages a server
-/// keeps although a server runs only `serve`'s part (the code layout,
-/// `link/text-order.txt`, places whole functions).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
@@ -83,7 +78,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-#[inline(never)]
 fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
     clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut std::io::stdout());
     Ok(ExitCode::SUCCESS)

@@ -165,7 +165,6 @@ impl From<ModelArg> for Model {
     }
 }
 
-#[inline(never)]
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     sockit::memory::tune_malloc();
     sockit::listener::raise_open_file_limit();

@@ -66,7 +66,6 @@ pub struct ProbeArgs {
     json: bool,
 }
 
-#[inline(never)]
 pub fn ports(args: PortsArgs) -> anyhow::Result<ExitCode> {
     let table = ports::table();
     let found: Vec<&PortEntry> = match &args.query {
@@ -116,7 +115,6 @@ pub fn ports(args: PortsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[inline(never)]
 pub fn resolve(args: ResolveArgs) -> anyhow::Result<ExitCode> {
     let found = resolve::resolve(&args.query, args.numeric)?;
     if args.json {
@@ -170,7 +168,6 @@ struct ProbeReport<'a> {
     results: Vec<probe::PortResult>,
 }
 
-#[inline(never)]
 pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     let ports = probe::parse_ports(&args.ports).map_err(anyhow::Error::msg)?;
     let protocol = if args.udp {

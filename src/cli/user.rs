@@ -103,7 +103,6 @@ enum UserAction {
     },
 }
 
-#[inline(never)]
 pub fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
     let data_dir = args.data_dir.unwrap_or_else(config::default_data_dir);
     let store = UserStore::open(&data_dir)?;
