@@ -8,31 +8,8 @@
 //! heap was free and resident. `malloc_trim` returns every whole free page
 //! inside the heaps (BENCHMARKS.md, "FTP against vsftpd").
 
-#[cfg(target_env = "gnu")]
-use std::ffi::{OsStr, OsString};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-/// The environment variable glibc reads its tunables from, once, as a
-/// program starts.
-#[cfg(target_env = "gnu")]
-const GLIBC_TUNABLES: &str = "GLIBC_TUNABLES";
-
-/// What a server asks of glibc's malloc that only [`GLIBC_TUNABLES`] can
-/// set: each thread caches freed chunks of up to 64 bytes only, not of up
-/// to 1 KiB.
-///
-/// A thread keeps up to 7 freed chunks of each size it caches for its own
-/// next allocations, and only its exit empties that cache. The runtime's
-/// worker threads live as long as the server: after a burst of FTP clients
-/// they held such chunks on pages all over the heap, and while cached, the
-/// chunks had kept their free neighbours from merging. With caching up to
-/// 64 bytes the idle server kept 0.3 MiB less heap after the burst, about
-/// what it had as started, and served FTP as fast and HTTP about half a
-/// per cent slower in alternating runs (BENCHMARKS.md, "FTP against
-/// vsftpd" and "HTTP console").
-#[cfg(target_env = "gnu")]
-const MALLOC_TUNABLES: &str = "glibc.malloc.tcache_max=64";
 
 /// How long a thread of the async runtime's blocking pool waits for more
 /// work before it exits; [`release_free_heap_later`] waits for those
@@ -44,59 +21,20 @@ const MALLOC_TUNABLES: &str = "glibc.malloc.tcache_max=64";
 /// of microseconds.
 pub const BLOCKING_THREAD_KEEP_ALIVE: Duration = Duration::from_secs(2);
 
-/// For a long-running server: runs this program again in place, same
-/// process and arguments, with [`MALLOC_TUNABLES`] added to
-/// `GLIBC_TUNABLES`, unless that already sets the thread cache (a user's
-/// own setting wins; the program run again finds ours). Returns when it
-/// does not run the program again: set already, a set-user-ID start (glibc
-/// then drops these tunables, and running again would loop), another C
-/// library, or the exec failed (the server then runs with glibc's defaults).
+/// Allocations of 1 MiB and more get a mapping of their own, given back to
+/// the system when freed. glibc's threshold moves up after the first such
+/// free, and then the 7 MiB of every password check (argon2id, see
+/// `users.rs`) stays in the heap of the thread that ran it for good: with
+/// the fixed threshold, a server's memory after a burst of logins falls back
+/// to what it was before.
 ///
-/// Call it before starting any thread: the exec ends them all.
+/// Call it before starting any thread.
 pub fn tune_malloc() {
     #[cfg(target_env = "gnu")]
-    {
-        use std::os::unix::process::CommandExt;
-
-        let current = std::env::var_os(GLIBC_TUNABLES);
-        // SAFETY: getauxval reads the auxiliary vector the kernel passed in.
-        let secure = unsafe { libc::getauxval(libc::AT_SECURE) } != 0;
-        if secure || current.as_deref().is_some_and(sets_thread_cache) {
-            return;
-        }
-        let mut args = std::env::args_os();
-        let Some(program_name) = args.next() else {
-            return;
-        };
-        // Returns only if the exec failed.
-        let _ = std::process::Command::new("/proc/self/exe")
-            .arg0(program_name)
-            .args(args)
-            .env(GLIBC_TUNABLES, with_malloc_tunables(current.as_deref()))
-            .exec();
-    }
-}
-
-/// Whether a `GLIBC_TUNABLES` value sets anything of malloc's thread cache.
-#[cfg(target_env = "gnu")]
-fn sets_thread_cache(tunables: &OsStr) -> bool {
-    tunables
-        .to_string_lossy()
-        .split(':')
-        .any(|tunable| tunable.starts_with("glibc.malloc.tcache"))
-}
-
-/// `tunables` (a `GLIBC_TUNABLES` value, if any) with [`MALLOC_TUNABLES`] added.
-#[cfg(target_env = "gnu")]
-fn with_malloc_tunables(tunables: Option<&OsStr>) -> OsString {
-    match tunables {
-        Some(tunables) if !tunables.is_empty() => {
-            let mut joined = tunables.to_owned();
-            joined.push(":");
-            joined.push(MALLOC_TUNABLES);
-            joined
-        }
-        _ => MALLOC_TUNABLES.into(),
+    // SAFETY: mallopt only changes the allocator's tuning; no other thread
+    // exists yet to allocate meanwhile.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 
@@ -136,29 +74,4 @@ pub fn release_free_heap_later() {
             let _ = tokio::task::spawn_blocking(release_free_heap).await;
         }
     });
-}
-
-#[cfg(all(test, target_env = "gnu"))]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_malloc_tunables_join_those_already_set() {
-        assert_eq!(with_malloc_tunables(None), MALLOC_TUNABLES);
-        assert_eq!(with_malloc_tunables(Some(OsStr::new(""))), MALLOC_TUNABLES);
-        assert_eq!(
-            with_malloc_tunables(Some(OsStr::new("glibc.malloc.arena_max=2"))),
-            "glibc.malloc.arena_max=2:glibc.malloc.tcache_max=64"
-        );
-    }
-
-    #[test]
-    fn a_thread_cache_setting_of_the_users_own_is_left_alone() {
-        assert!(sets_thread_cache(OsStr::new(MALLOC_TUNABLES)));
-        assert!(sets_thread_cache(OsStr::new(
-            "glibc.malloc.arena_max=2:glibc.malloc.tcache_count=0"
-        )));
-        assert!(!sets_thread_cache(OsStr::new("glibc.malloc.arena_max=2")));
-        assert!(!sets_thread_cache(OsStr::new("")));
-    }
 }

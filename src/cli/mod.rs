@@ -115,16 +115,6 @@ pub fn init_logging(verbose: u8, quiet: u8) {
 /// (BENCHMARKS.md, "Echo concurrency models").
 const EVENT_INTERVAL: u32 = 256;
 
-/// Stack size of the runtime's threads: address space, of which only the
-/// pages a thread touches are memory. Its size sets how many exited
-/// threads' stacks glibc keeps for reuse (up to 40 MiB of them), each with
-/// ~24 KiB still resident: with Tokio's 2 MiB, the 20 or so blocking threads
-/// a burst of FTP sessions starts left 20 stacks and ~0.5 MiB behind for
-/// good; with 8 MiB, 4 or 5 (~0.1 MiB). Larger than the whole cache, none is
-/// kept, and a new thread maps a new stack (BENCHMARKS.md, "FTP against
-/// vsftpd").
-const THREAD_STACK: usize = 41 << 20;
-
 /// A multi-threaded runtime for the subcommands that serve, with `workers`
 /// worker threads (Tokio's default, one per core, when not given).
 fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -133,7 +123,6 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
         builder.worker_threads(workers);
     }
     builder
-        .thread_stack_size(THREAD_STACK)
         .thread_keep_alive(sockit::memory::BLOCKING_THREAD_KEEP_ALIVE)
         .event_interval(EVENT_INTERVAL)
         .enable_all()

@@ -166,7 +166,6 @@ impl From<ModelArg> for Model {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    sockit::memory::tune_malloc();
     sockit::listener::raise_open_file_limit();
     let origin = match &args.config {
         Some(path) => path.display().to_string(),
