@@ -58,6 +58,44 @@ fn completions_are_generated_for_each_shell() {
 }
 
 #[test]
+fn completions_into_a_closed_pipe_end_quietly() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        // The reading end closed before sockit writes: every write fails.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = Command::new(BIN)
+            .args(["completions", shell])
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{shell}: {}",
+            stderr_of(&output)
+        );
+        assert_eq!(stderr_of(&output), "", "{shell}");
+    }
+}
+
+#[test]
+fn ports_with_no_match_prints_no_table_header() {
+    let output = run_sockit(&["ports", "nosuchthing"], b"");
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        output.stdout,
+        b"",
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert_eq!(
+        stderr_of(&output),
+        "sockit: no port matches \"nosuchthing\"\n"
+    );
+}
+
+#[test]
 fn config_default_prints_a_config_that_checks() {
     let output = run_sockit(&["config", "default"], b"");
     assert!(output.status.success());
