@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //!
+//! - [`address`]: `HOST:PORT` and `[IPv6]:PORT` as every client command parses them.
 //! - [`config`]: the TOML file model, the embedded default, resolution into `Settings`.
 //! - [`shutdown`]: the stop token, task tracker and grace period every service shares.
 //! - [`endpoint`]: binding listening sockets (TCP, UDP, Unix) and naming them.
@@ -29,6 +30,7 @@
 //! and a runtime, and presents results; everything a test can drive in-process
 //! lives here.
 
+pub mod address;
 pub mod bench;
 pub mod bot;
 pub mod config;

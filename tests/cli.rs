@@ -58,6 +58,44 @@ fn completions_are_generated_for_each_shell() {
 }
 
 #[test]
+fn completions_into_a_closed_pipe_end_quietly() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        // The reading end closed before sockit writes: every write fails.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = Command::new(BIN)
+            .args(["completions", shell])
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{shell}: {}",
+            stderr_of(&output)
+        );
+        assert_eq!(stderr_of(&output), "", "{shell}");
+    }
+}
+
+#[test]
+fn ports_with_no_match_prints_no_table_header() {
+    let output = run_sockit(&["ports", "nosuchthing"], b"");
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        output.stdout,
+        b"",
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert_eq!(
+        stderr_of(&output),
+        "sockit: no port matches \"nosuchthing\"\n"
+    );
+}
+
+#[test]
 fn config_default_prints_a_config_that_checks() {
     let output = run_sockit(&["config", "default"], b"");
     assert!(output.status.success());
@@ -391,53 +429,234 @@ fn open_pty() -> (OwnedFd, OwnedFd) {
     }
 }
 
+/// `sockit ARGS` with a pseudo-terminal as stdin, stdout and stderr.
+struct Terminal {
+    child: std::process::Child,
+    keyboard: std::fs::File,
+    chunks: mpsc::Receiver<Vec<u8>>,
+    screen: String,
+}
+
+impl Terminal {
+    fn run(args: &[&str]) -> Terminal {
+        let (controller, terminal) = open_pty();
+        let child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::from(terminal.try_clone().unwrap()))
+            .stdout(Stdio::from(terminal.try_clone().unwrap()))
+            .stderr(Stdio::from(terminal))
+            .spawn()
+            .unwrap();
+        let keyboard = std::fs::File::from(controller.try_clone().unwrap());
+        let (tx, chunks) = mpsc::channel::<Vec<u8>>();
+        let mut from_terminal = std::fs::File::from(controller);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = from_terminal.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Terminal {
+            child,
+            keyboard,
+            chunks,
+            screen: String::new(),
+        }
+    }
+
+    fn wait_for(&mut self, needle: &str) {
+        while !self.screen.contains(needle) {
+            let chunk = self.chunks.recv_timeout(PATIENCE).unwrap_or_else(|_| {
+                panic!("no {needle:?} on the terminal; it shows {:?}", self.screen)
+            });
+            self.screen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    fn type_in(&mut self, keys: &str) {
+        self.keyboard.write_all(keys.as_bytes()).unwrap();
+    }
+
+    /// Waits for the program to exit. Only then is the controller closed:
+    /// closing it earlier would hang up the terminal under the program.
+    fn exit_status(self) -> std::process::ExitStatus {
+        let Terminal {
+            mut child,
+            keyboard,
+            screen,
+            ..
+        } = self;
+        let (status_tx, status_rx) = mpsc::channel();
+        std::thread::spawn(move || status_tx.send(child.wait()));
+        let status = status_rx
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|_| panic!("the program does not exit; the screen: {screen:?}"))
+            .unwrap();
+        drop(keyboard);
+        status
+    }
+}
+
 #[test]
 fn on_a_terminal_connect_is_the_course_client() {
     let server = ServeProcess::serve(&["echo", "--tcp", "127.0.0.1:0"], 1);
     let addr = server.address("echo", "tcp");
-    let (controller, terminal) = open_pty();
-    let mut child = Command::new(BIN)
-        .args(["connect", "tcp", &addr])
-        .stdin(Stdio::from(terminal.try_clone().unwrap()))
-        .stdout(Stdio::from(terminal.try_clone().unwrap()))
-        .stderr(Stdio::from(terminal))
-        .spawn()
-        .unwrap();
-    let mut to_terminal = std::fs::File::from(controller.try_clone().unwrap());
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
-    let mut from_terminal = std::fs::File::from(controller);
+    let mut terminal = Terminal::run(&["connect", "tcp", &addr]);
+    terminal.wait_for(">> ");
+    terminal.type_in("hello\n");
+    terminal.wait_for("HELLO");
+    terminal.type_in("\n");
+    terminal.type_in("q\n");
+    let screen = terminal.screen.clone();
+    assert!(terminal.exit_status().success(), "{screen}");
+}
+
+#[test]
+fn on_a_terminal_a_server_that_speaks_first_shows_before_any_input() {
+    let server = ServeProcess::serve(&["bot", "--addr", "127.0.0.1:0"], 1);
+    let addr = server.address("bot", "tcp");
+    let mut terminal = Terminal::run(&["connect", "tcp", &addr]);
+    // Nothing is typed: the greeting must show by itself.
+    terminal.wait_for("10086");
+    terminal.type_in("q\n");
+    let screen = terminal.screen.clone();
+    assert!(terminal.exit_status().success(), "{screen}");
+}
+
+/// Runs `sockit ARGS` with `stdin` and waits at most `limit` for its exit.
+fn run_sockit_within(args: &[&str], stdin: &[u8], limit: Duration) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+    let stdin = stdin.to_vec();
+    let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut buf = [0u8; 1024];
-        while let Ok(n) = from_terminal.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let _ = tx.send(run_sockit(&args, &stdin));
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("sockit did not exit within {limit:?}"))
+}
+
+#[test]
+fn udp_pipe_mode_sends_every_line_with_its_newline_and_prints_every_reply() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    silent.set_read_timeout(Some(PATIENCE)).unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let args = ["connect", "udp", &addr, "--timeout", "300ms"];
+    let output = run_sockit_within(&args, b"l1\nl2\n", PATIENCE);
+    let mut datagram = [0u8; 64];
+    for expected in [&b"l1\n"[..], b"l2\n"] {
+        let (len, _) = silent.recv_from(&mut datagram).unwrap();
+        assert_eq!(&datagram[..len], expected);
+    }
+    assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+
+    let replying = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    replying.set_read_timeout(Some(PATIENCE)).unwrap();
+    let addr = replying.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (len, peer) = replying.recv_from(&mut datagram).unwrap();
+            datagram[..len].make_ascii_uppercase();
+            replying.send_to(&datagram[..len], peer).unwrap();
+        }
+    });
+    let args = ["connect", "udp", &addr, "--timeout", "500ms"];
+    let output = run_sockit_within(&args, b"r1\nr2\n", PATIENCE);
+    server.join().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    assert_eq!(output.stdout, b"R1\nR2\n");
+}
+
+#[test]
+fn wait_ends_a_session_with_a_server_that_never_answers() {
+    // Never accepted: the kernel completes the handshake and holds the bytes.
+    let mute = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = mute.local_addr().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let output = run_sockit_within(&["connect", "tcp", &addr, "-w", "1s"], b"x\n", PATIENCE);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stderr_of(&output), "sockit: no traffic for 1s (--wait)\n");
+}
+
+/// The lines a child writes to one of its outputs, as they come.
+fn lines_of(output: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
                 break;
             }
         }
     });
-    let mut screen = String::new();
-    let wait_for = |needle: &str, screen: &mut String| {
-        while !screen.contains(needle) {
-            let chunk = rx
-                .recv_timeout(PATIENCE)
-                .unwrap_or_else(|_| panic!("no {needle:?} on the terminal; it shows {screen:?}"));
-            screen.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    };
-    wait_for(">> ", &mut screen);
-    to_terminal.write_all(b"hello\n").unwrap();
-    wait_for("HELLO", &mut screen);
-    to_terminal.write_all(b"\n").unwrap();
-    to_terminal.write_all(b"q\n").unwrap();
+    rx
+}
+
+#[test]
+fn listen_relays_a_connection_both_ways_and_keep_open_takes_the_next() {
+    let mut child = Command::new(BIN)
+        .args(["connect", "tcp", "-l", "127.0.0.1:0", "-k"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = lines_of(child.stdout.take().unwrap());
+    let stderr = lines_of(child.stderr.take().unwrap());
+    let listening = stderr.recv_timeout(PATIENCE).expect("a listening line");
+    let addr = listening
+        .strip_prefix("sockit: listening on tcp ")
+        .unwrap_or_else(|| panic!("{listening}"))
+        .to_owned();
+
+    let mut first = std::net::TcpStream::connect(&addr).unwrap();
+    first.set_read_timeout(Some(PATIENCE)).unwrap();
+    first.write_all(b"from the client\n").unwrap();
+    assert_eq!(stdout.recv_timeout(PATIENCE).unwrap(), "from the client");
+    stdin.write_all(b"from stdin\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&first).read_line(&mut line).unwrap();
+    assert_eq!(line, "from stdin\n");
+    drop(first);
+
+    let mut second = std::net::TcpStream::connect(&addr).unwrap();
+    second.write_all(b"the second\n").unwrap();
+    assert_eq!(stdout.recv_timeout(PATIENCE).unwrap(), "the second");
+    assert!(child.try_wait().unwrap().is_none(), "-k keeps listening");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn listen_without_keep_open_exits_after_one_connection() {
+    let mut child = Command::new(BIN)
+        .args(["connect", "tcp", "--listen", "[::1]:0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = lines_of(child.stdout.take().unwrap());
+    let stderr = lines_of(child.stderr.take().unwrap());
+    let listening = stderr.recv_timeout(PATIENCE).expect("a listening line");
+    let addr = listening.strip_prefix("sockit: listening on tcp ").unwrap();
+    assert!(addr.starts_with("[::1]:"), "{addr}");
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    client.write_all(b"only\n").unwrap();
+    assert_eq!(stdout.recv_timeout(PATIENCE).unwrap(), "only");
+    drop(client);
     let (status_tx, status_rx) = mpsc::channel();
     std::thread::spawn(move || status_tx.send(child.wait()));
-    let status = status_rx
-        .recv_timeout(PATIENCE)
-        .expect("connect quits on q")
-        .unwrap();
-    assert!(status.success(), "{screen}");
-    // Closing the controller only now: closing it earlier would hang up the
-    // terminal under the client.
-    drop(to_terminal);
+    let status = status_rx.recv_timeout(PATIENCE).expect("exits").unwrap();
+    assert!(status.success());
 }
 
 #[test]

@@ -46,6 +46,11 @@ impl Exec {
 
     /// As [`Exec::start`], with the HTTP console on a free port when `http`.
     fn start_with_http(extra: &str, http: bool) -> Exec {
+        Exec::start_bound("127.0.0.1", extra, http)
+    }
+
+    /// As [`Exec::start_with_http`], listening on `bind` (the `serve.bind` key).
+    fn start_bound(bind: &str, extra: &str, http: bool) -> Exec {
         let client = tempfile::tempdir().unwrap();
         let key = KeyPair::generate();
         key.save(&client.path().join("client.key"), false).unwrap();
@@ -57,7 +62,7 @@ impl Exec {
         let unix = keys.path().join("exec.sock");
         let run_as = if running_as_root() { "nobody" } else { "" };
         let config = format!(
-            "[echo]\nenabled = false\n[http]\nenabled = {http}\nport = 0\n[bot]\nenabled = false\n[ftp]\nenabled = false\n\
+            "[serve]\nbind = {bind:?}\n[echo]\nenabled = false\n[http]\nenabled = {http}\nport = 0\n[bot]\nenabled = false\n[ftp]\nenabled = false\n\
              [exec]\nport = 0\nunix_path = {unix:?}\nauthorized_keys = {authorized:?}\n\
              working_dir = {work:?}\nrun_as = {run_as:?}\n{extra}\n",
             work = work.path(),
@@ -145,6 +150,50 @@ fn commands_run_with_their_output_and_exit_codes() {
     exec.server
         .wait_for_stderr("argv=[\"false\"] status=\"exited 1\"");
     assert!(exec.server.stderr().contains("key=tester"));
+}
+
+#[test]
+fn an_ipv6_address_in_brackets_reaches_the_server() {
+    let exec = Exec::start_bound("::", "", false);
+    let port = exec.tcp.rsplit(':').next().unwrap();
+    let output = exec
+        .command(&format!("[::1]:{port}"), &["--", "echo", "six"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    assert_eq!(output.stdout, b"six\n");
+}
+
+#[test]
+fn sockit_s_own_failures_exit_255_as_ssh_does() {
+    let exec = Exec::start("");
+    let output = exec
+        .command("127.0.0.1:x", &["--", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 255, "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("the port must be a number"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args(["exec", "--data-dir"])
+        .arg(empty.path())
+        .args([&exec.tcp, "--", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 255, "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("client.key"),
+        "{}",
+        text(&output.stderr)
+    );
 }
 
 #[test]

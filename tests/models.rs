@@ -271,3 +271,37 @@ fn fork_children_do_not_outlive_the_server() {
     });
     drop(client);
 }
+
+/// A client mid-session when SIGTERM (or SIGINT) arrives gets the answer to
+/// what it sent, then the end of the stream, and the server exits 0.
+fn drains_on(model: &str, signal: i32) {
+    let (mut server, addr) = start(model);
+    let mut client = connect(&addr);
+    assert_eq!(round_trip(&mut client, b"before\n"), b"BEFORE\n");
+    client.write_all(b"late\n").unwrap();
+    server.signal(signal);
+    let mut rest = Vec::new();
+    client
+        .read_to_end(&mut rest)
+        .unwrap_or_else(|err| panic!("{model}: {err}; stderr:\n{}", server.stderr()));
+    assert_eq!(rest, b"LATE\n", "{model}");
+    let status = server.wait_exit(PATIENCE);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{model}: {status:?}\n{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn the_iterative_model_drains_on_sigterm_and_sigint() {
+    drains_on("iterative", libc::SIGTERM);
+    drains_on("iterative", libc::SIGINT);
+}
+
+#[test]
+fn the_thread_model_drains_on_sigterm_and_sigint() {
+    drains_on("thread", libc::SIGTERM);
+    drains_on("thread", libc::SIGINT);
+}

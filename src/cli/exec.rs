@@ -99,8 +99,23 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs the command; every failure of sockit itself (a bad address, a missing
+/// key, a refused connection) ends with 255, as ssh does.
 pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
-    let target = Target::parse(&args.addr).map_err(anyhow::Error::msg)?;
+    match exec(args) {
+        Ok(code) => Ok(ExitCode::from(code)),
+        Err(err) => {
+            let code = err
+                .downcast_ref::<ClientError>()
+                .map_or(255, ClientError::exit_code);
+            eprintln!("sockit: exec: {}", super::one_line(&err));
+            Ok(ExitCode::from(code))
+        }
+    }
+}
+
+fn exec(args: ExecArgs) -> anyhow::Result<u8> {
+    let target = Target::parse(&args.addr)?;
     let data = data_dir(args.data_dir);
     let command = match (args.shell, args.argv.is_empty()) {
         (Some(line), _) => Some(Command::Shell(line.into_bytes())),
@@ -135,14 +150,7 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         }
     });
     runtime.shutdown_background();
-    match result {
-        Ok(code) => Ok(ExitCode::from(code)),
-        Err(err) => {
-            let code = err.exit_code();
-            eprintln!("sockit: exec: {}", super::one_line(&err.into()));
-            Ok(ExitCode::from(code))
-        }
-    }
+    Ok(result?)
 }
 
 /// Ctrl-C: each press asks the server to kill the running command; a press

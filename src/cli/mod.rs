@@ -79,7 +79,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
-    clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut std::io::stdout());
+    // Generated whole, then written: some generators panic when stdout is a
+    // closed pipe (`sockit completions fish | head -1`); a write error here is
+    // returned, and a broken pipe ends quietly.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut script);
+    std::io::Write::write_all(&mut std::io::stdout(), &script)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -214,7 +214,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if !udp_asked {
             echo.udp = None;
         }
-        return serve_model(model, &echo, workers.into(), max_threads as usize);
+        return serve_model(
+            model,
+            &echo,
+            workers.into(),
+            max_threads as usize,
+            settings.grace_period,
+        );
     }
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create the data dir {}", settings.data_dir.display()))?;
@@ -227,11 +233,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs a teaching model: no async runtime is started in this process (the
 /// fork model requires it), and it runs until the process is signalled.
+/// The iterative and thread models drain then and exit 0.
 fn serve_model(
     model: Model,
     echo: &EchoSettings,
     workers: usize,
     max_threads: usize,
+    grace: std::time::Duration,
 ) -> anyhow::Result<ExitCode> {
     let server = ModelServer::bind(model, echo, workers, max_threads)?;
     let mut stdout = std::io::stdout().lock();
@@ -241,7 +249,7 @@ fn serve_model(
     stdout.flush()?;
     drop(stdout);
     server
-        .run()
+        .run(grace)
         .with_context(|| format!("echo: the {} model stopped", model.name()))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -80,7 +80,7 @@ pub fn ports(args: PortsArgs) -> anyhow::Result<ExitCode> {
     };
     if args.json {
         super::print_json(&found)?;
-    } else {
+    } else if !found.is_empty() {
         let mut out = std::io::stdout().lock();
         writeln!(
             out,

@@ -10,17 +10,19 @@
 //! the first. With 50 clients that each stay connected, 49 of them starve.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use tracing::warn;
 
 use super::Transform;
-use super::blocking::serve_connection;
+use super::blocking::{Drain, serve_drained};
 
-/// Serves clients one after the other, forever.
-pub fn run(listener: TcpListener, transform: Transform) {
+/// Serves clients one after the other, until `drain` stops it.
+pub fn run(listener: &TcpListener, transform: Transform, drain: &Arc<Drain>) {
     for connection in listener.incoming() {
         match connection {
-            Ok(stream) => serve_connection(stream, transform, "iterative"),
+            Ok(stream) => serve_drained(stream, transform, "iterative", drain),
+            Err(_) if drain.stopping() => return,
             Err(err) => warn!(error = %err, "accept failed"),
         }
     }

@@ -3,6 +3,7 @@
 //! `fork`, with no async runtime anywhere in the process.
 
 use std::net::{TcpListener, UdpSocket};
+use std::time::Duration;
 
 use super::{
     Model, TCP_ORIGIN, Transform, UDP_ORIGIN, blocking, epoll, fork, iterative, poll, threads,
@@ -120,11 +121,13 @@ impl ModelServer {
         tcp.into_iter().chain(udp).collect()
     }
 
-    /// Serves until the process is stopped.
+    /// Serves until the process is stopped. The iterative and thread models
+    /// drain on SIGTERM or SIGINT (see [`blocking::Drain`]), waiting up to
+    /// `grace` for their sessions, and then return.
     ///
     /// # Errors
     /// The model's loop fails to start or dies.
-    pub fn run(self) -> std::io::Result<()> {
+    pub fn run(self, grace: Duration) -> std::io::Result<()> {
         let ModelServer {
             model,
             tcp,
@@ -132,6 +135,11 @@ impl ModelServer {
             transform,
             max_threads,
         } = self;
+        // Before any thread starts: it blocks the signals it waits for.
+        let drain = match model {
+            Model::Iterative | Model::Thread => Some(blocking::Drain::on_signals(&tcp[0])?),
+            _ => None,
+        };
         if let Some(socket) = udp {
             std::thread::Builder::new()
                 .name("echo-udp".to_owned())
@@ -140,8 +148,16 @@ impl ModelServer {
         let mut listeners = tcp.into_iter();
         let first = listeners.next().expect("bind made at least one listener");
         match model {
-            Model::Iterative => iterative::run(first, transform),
-            Model::Thread => threads::run(first, transform, max_threads),
+            Model::Iterative => {
+                iterative::run(&first, transform, drain.as_ref().expect("set above"));
+            }
+            Model::Thread => threads::run(
+                &first,
+                transform,
+                max_threads,
+                drain.as_ref().expect("set above"),
+                grace,
+            ),
             Model::Fork => fork::run(first, transform)?,
             Model::Poll => poll::run(first, transform)?,
             Model::Epoll => {

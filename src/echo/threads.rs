@@ -15,11 +15,12 @@
 
 use std::net::TcpListener;
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use tracing::warn;
 
 use super::Transform;
-use super::blocking::serve_connection;
+use super::blocking::{Drain, serve_drained};
 
 /// Counts live connection threads and lets the acceptor wait for a free slot.
 #[derive(Debug)]
@@ -44,8 +45,15 @@ impl Slots {
     }
 }
 
-/// Serves each connection on its own thread, at most `max_threads` at once.
-pub fn run(listener: TcpListener, transform: Transform, max_threads: usize) {
+/// Serves each connection on its own thread, at most `max_threads` at once,
+/// until `drain` stops it; then waits up to `grace` for the sessions to end.
+pub fn run(
+    listener: &TcpListener,
+    transform: Transform,
+    max_threads: usize,
+    drain: &Arc<Drain>,
+    grace: Duration,
+) {
     let slots = Arc::new(Slots {
         busy: Mutex::new(0),
         freed: Condvar::new(),
@@ -54,6 +62,7 @@ pub fn run(listener: TcpListener, transform: Transform, max_threads: usize) {
     for connection in listener.incoming() {
         let stream = match connection {
             Ok(stream) => stream,
+            Err(_) if drain.stopping() => break,
             Err(err) => {
                 warn!(error = %err, "accept failed");
                 continue;
@@ -61,11 +70,12 @@ pub fn run(listener: TcpListener, transform: Transform, max_threads: usize) {
         };
         slots.take();
         let held = slots.clone();
+        let drain = drain.clone();
         let spawned = std::thread::Builder::new()
             .name("echo-client".to_owned())
             .stack_size(256 * 1024)
             .spawn(move || {
-                serve_connection(stream, transform, "thread");
+                serve_drained(stream, transform, "thread", &drain);
                 held.give_back();
             });
         if let Err(err) = spawned {
@@ -73,4 +83,5 @@ pub fn run(listener: TcpListener, transform: Transform, max_threads: usize) {
             slots.give_back();
         }
     }
+    drain.wait_for_sessions(grace);
 }

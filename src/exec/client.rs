@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use super::channel::{Channel, ChannelError};
 use super::keys::{HostCheck, KeyError, KeyPair, KnownHosts, PublicKey};
 use super::wire::{ClientMessage, Command, DataMessage, ExitStatus, Refusal, ServerMessage};
+use crate::address::{AddressError, HostPort};
 
 /// The exec port when an address has none.
 pub const DEFAULT_PORT: u16 = 9999;
@@ -29,36 +30,17 @@ pub enum Target {
 }
 
 impl Target {
-    /// Parses an address as the command line takes it.
+    /// Parses an address as the command line takes it (see [`HostPort::parse`];
+    /// anything with a `/` is a Unix socket path).
     ///
     /// # Errors
-    /// A port that is not a number.
-    pub fn parse(text: &str) -> Result<Target, String> {
+    /// An address [`HostPort::parse`] rejects.
+    pub fn parse(text: &str) -> Result<Target, AddressError> {
         if text.contains('/') {
             return Ok(Target::Unix(PathBuf::from(text)));
         }
-        if let Ok(ip) = text.parse::<std::net::IpAddr>() {
-            return Ok(Target::Tcp {
-                host: ip.to_string(),
-                port: DEFAULT_PORT,
-            });
-        }
-        let (host, port) = match text.rsplit_once(':') {
-            Some((host, port)) => {
-                let port = port
-                    .parse()
-                    .map_err(|_| format!("{text:?}: the port must be a number"))?;
-                (host.trim_start_matches('[').trim_end_matches(']'), port)
-            }
-            None => (text, DEFAULT_PORT),
-        };
-        if host.is_empty() {
-            return Err(format!("{text:?}: no host"));
-        }
-        Ok(Target::Tcp {
-            host: host.to_owned(),
-            port,
-        })
+        let HostPort { host, port } = HostPort::parse(text, Some(DEFAULT_PORT))?;
+        Ok(Target::Tcp { host, port })
     }
 }
 
@@ -401,6 +383,7 @@ mod tests {
         assert_eq!(Target::parse("127.0.0.1"), Ok(tcp("127.0.0.1", 9999)));
         assert_eq!(Target::parse("::1"), Ok(tcp("::1", 9999)));
         assert_eq!(Target::parse("[::1]:7"), Ok(tcp("::1", 7)));
+        assert_eq!(Target::parse("[::1]"), Ok(tcp("::1", 9999)));
         assert_eq!(Target::parse("localhost"), Ok(tcp("localhost", 9999)));
         assert_eq!(
             Target::parse("./s.sock"),
