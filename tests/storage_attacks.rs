@@ -9,9 +9,12 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use support::console_client::ConsoleClient;
@@ -24,8 +27,23 @@ const FTP_AND_CONSOLE: &str = "[echo]\nenabled = false\n\n[bot]\nenabled = false
 /// A running server with one user, `mallory`, whose password is `pw`.
 struct Target {
     server: ServeProcess,
+    endpoints: Endpoints,
+}
+
+/// Where to reach the server's FTP and console, to log in as `mallory`.
+struct Endpoints {
     ftp: String,
     console: String,
+}
+
+impl Endpoints {
+    fn ftp(&self) -> FtpClient {
+        FtpClient::login(&self.ftp, "mallory", "pw")
+    }
+
+    fn console(&self) -> ConsoleClient {
+        ConsoleClient::sign_in(&self.console, "mallory", "pw")
+    }
 }
 
 impl Target {
@@ -48,22 +66,16 @@ impl Target {
             String::from_utf8_lossy(&added.stderr)
         );
         Target {
-            ftp: server.address("ftp", "tcp"),
-            console: server.address("http", "tcp"),
+            endpoints: Endpoints {
+                ftp: server.address("ftp", "tcp"),
+                console: server.address("http", "tcp"),
+            },
             server,
         }
     }
 
     fn home(&self) -> PathBuf {
         self.server.data_dir().join("homes/mallory")
-    }
-
-    fn ftp(&self) -> FtpClient {
-        FtpClient::login(&self.ftp, "mallory", "pw")
-    }
-
-    fn console(&self) -> ConsoleClient {
-        ConsoleClient::sign_in(&self.console, "mallory", "pw")
     }
 }
 
@@ -197,6 +209,16 @@ impl Canary {
 
     /// Fails the test, naming every difference, if the tree changed.
     fn assert_untouched(&self) {
+        let changes = self.changes();
+        assert!(
+            changes.is_empty(),
+            "the canary outside the home changed:\n{}",
+            changes.join("\n")
+        );
+    }
+
+    /// Every difference between the tree now and as it was made.
+    fn changes(&self) -> Vec<String> {
         let after = self.snapshot();
         let mut changes = Vec::new();
         for (path, before) in &self.before {
@@ -227,11 +249,7 @@ impl Canary {
         for path in after.keys().filter(|path| !self.before.contains_key(*path)) {
             changes.push(format!("{} is new", path.display()));
         }
-        assert!(
-            changes.is_empty(),
-            "the canary outside the home changed:\n{}",
-            changes.join("\n")
-        );
+        changes
     }
 
     /// True when `bytes` hold any piece of the canary: its marker, or its
@@ -271,7 +289,7 @@ fn a_link_at_the_partial_upload_name_is_not_followed() {
         let _ = std::fs::remove_file(&partial);
         std::os::unix::fs::symlink(canary.file(canary_file), &partial).unwrap();
     };
-    let mut ftp = target.ftp();
+    let mut ftp = target.endpoints.ftp();
     let upload: &[u8] = b"the user's own bytes";
     let mut findings = Vec::new();
 
@@ -345,7 +363,7 @@ fn site_chmod_cannot_change_the_home_or_give_group_or_others_write() {
     std::fs::set_permissions(home.join("sub"), std::fs::Permissions::from_mode(0o700)).unwrap();
     let mode = |path: &Path| std::fs::metadata(path).unwrap().mode() & 0o7777;
     let home_mode = mode(&home);
-    let mut ftp = target.ftp();
+    let mut ftp = target.endpoints.ftp();
     let mut findings = Vec::new();
     for command in ["SITE CHMOD 777 /", "SITE CHMOD 777 .", "SITE CHMOD 755 /"] {
         let reply = ftp.command(command);
@@ -444,10 +462,10 @@ fn a_console_upload_racing_an_ftp_delete_keeps_the_ledger_equal_to_the_disk() {
     let home = target.home();
     let old: Vec<u8> = (0..900u32 << 10).map(|i| (i % 251) as u8).collect();
     let new: Vec<u8> = (0..900u32 << 10).map(|i| (i % 241) as u8).collect();
-    let mut ftp = target.ftp();
+    let mut ftp = target.endpoints.ftp();
     let reply = ftp.upload("STOR big.bin", &old);
     assert!(reply.starts_with("226"), "STOR big.bin: {reply}");
-    let console = target.console();
+    let console = target.endpoints.console();
 
     let mut upload = console.start_upload("/", "big.bin", new.len());
     let (first, rest) = new.split_at(64 << 10);
@@ -539,7 +557,7 @@ fn a_root_only_file_outside_the_home_stays_unreadable_through_any_path() {
     let canary_size = format!(" {} ", canary.length);
     let mut findings = Vec::new();
 
-    let mut ftp = target.ftp();
+    let mut ftp = target.endpoints.ftp();
     for command in [
         "RETR link".to_owned(),
         "RETR linkdir/secret".to_owned(),
@@ -597,7 +615,7 @@ fn a_root_only_file_outside_the_home_stays_unreadable_through_any_path() {
         }
     }
 
-    let console = target.console();
+    let console = target.endpoints.console();
     let encoded_climb = "%2e%2e/".repeat(16);
     let slash_climb = "..%2F".repeat(16);
     for path in [
@@ -669,4 +687,271 @@ fn a_root_only_file_outside_the_home_stays_unreadable_through_any_path() {
     }
     assert!(findings.is_empty(), "{}", findings.join("\n"));
     canary.assert_untouched();
+}
+
+/// How long each client of the race test keeps attacking.
+const RACE_RUN: Duration = Duration::from_secs(10);
+
+/// FTP sessions and console sessions of each kind in the race test.
+const RACE_CLIENTS: usize = 2;
+
+/// The least number of times each operation must have run in the race for
+/// its verdict to mean something.
+const RACE_MIN_ATTEMPTS: u64 = 50;
+
+/// What one client of the race did: attempts per operation, and what it
+/// saw of the canary.
+#[derive(Default)]
+struct Tally {
+    attempts: BTreeMap<&'static str, u64>,
+    findings: Vec<String>,
+}
+
+impl Tally {
+    fn attempt(&mut self, operation: &'static str) {
+        *self.attempts.entry(operation).or_default() += 1;
+    }
+
+    /// Keeps the first few findings; the count says how many there were.
+    fn found(&mut self, finding: String) {
+        if self.findings.len() < 5 {
+            self.findings.push(finding);
+        }
+    }
+
+    /// True while the client should keep going: before `until`, and within
+    /// a bound on rounds should the clock misbehave.
+    fn going(&self, until: Instant, rounds: &mut u32) -> bool {
+        *rounds += 1;
+        Instant::now() < until && *rounds < 200_000
+    }
+}
+
+/// The attacker's other process: keeps swapping `home/d` with `home/d.link`
+/// (a link to the canary directory) with `renameat2(RENAME_EXCHANGE)`, and
+/// keeps planting links at the partial-upload name of each of `names` in
+/// the real directory, each to the canary file of that name. Returns the
+/// number of swaps.
+fn swap_and_plant(home: &Path, canary: &Canary, names: &[String], stop: &AtomicBool) -> u64 {
+    let path = |p: PathBuf| CString::new(p.as_os_str().as_bytes()).unwrap();
+    let d = path(home.join("d"));
+    let link = path(home.join("d.link"));
+    // Held by descriptor: the real directory, wherever the swaps put it.
+    let real = std::fs::File::open(home.join("d")).unwrap();
+    let plants: Vec<(CString, CString)> = names
+        .iter()
+        .map(|name| {
+            (
+                CString::new(partial_name(name)).unwrap(),
+                path(canary.file(name)),
+            )
+        })
+        .collect();
+    let deadline = Instant::now() + 3 * RACE_RUN;
+    let mut swaps = 0u64;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline && swaps < 100_000_000 {
+        // SAFETY: both paths are NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                d.as_ptr(),
+                libc::AT_FDCWD,
+                link.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        assert_eq!(rc, 0, "renameat2: {}", std::io::Error::last_os_error());
+        swaps += 1;
+        if swaps % 8 == 0 {
+            for (name, target) in &plants {
+                // SAFETY: as above; `real` stays open for the whole loop.
+                // An existing entry (EEXIST) is the usual, ignored answer.
+                unsafe { libc::symlinkat(target.as_ptr(), real.as_raw_fd(), name.as_ptr()) };
+            }
+        }
+        // Let the server's threads run on a small machine.
+        std::thread::yield_now();
+    }
+    swaps
+}
+
+/// An FTP client that reads under `d/` and changes its modes.
+fn ftp_reader(endpoints: &Endpoints, canary: &Canary, until: Instant) -> Tally {
+    let mut ftp = endpoints.ftp();
+    let mut tally = Tally::default();
+    let canary_size = format!(" {} ", canary.length);
+    let canary_size_reply = format!("213 {}", canary.length);
+    let mut rounds = 0;
+    while tally.going(until, &mut rounds) {
+        tally.attempt("RETR");
+        let (reply, data) = ftp.download("RETR d/secret");
+        if canary.seen_in(&data) {
+            tally.found(format!("RETR d/secret sent the canary ({reply})"));
+        }
+        for (operation, command) in [
+            ("SIZE", "SIZE d/secret"),
+            ("MDTM", "MDTM d/secret"),
+            ("STAT", "STAT d/secret"),
+            ("STAT", "STAT d"),
+        ] {
+            tally.attempt(operation);
+            let reply = ftp.command(command);
+            if canary.seen_in(reply.as_bytes())
+                || reply == canary_size_reply
+                || reply.contains(CANARY_MDTM)
+                || reply.contains(&canary_size)
+            {
+                tally.found(format!("{command} told of the canary: {reply}"));
+            }
+        }
+        for (operation, command) in [("LIST", "LIST d"), ("MLSD", "MLSD d")] {
+            tally.attempt(operation);
+            let (reply, data) = ftp.download(command);
+            if canary.seen_in(&data) {
+                tally.found(format!("{command} listed the canary ({reply})"));
+            }
+        }
+        // Its effect, if it reached the canary, shows in the canary's modes.
+        tally.attempt("SITE CHMOD");
+        ftp.command("SITE CHMOD 640 d/secret");
+    }
+    tally
+}
+
+/// An FTP client that uploads, renames, deletes and makes directories
+/// under `d/`, on names of its own (`f<n>-...`). Where its bytes went is
+/// judged on the canary afterwards: a reply says nothing about that.
+fn ftp_writer(endpoints: &Endpoints, n: usize, until: Instant) -> Tally {
+    let mut ftp = endpoints.ftp();
+    let mut tally = Tally::default();
+    let up = format!("d/f{n}-up.bin");
+    let appended = format!("d/f{n}-app.bin");
+    let moved = format!("d/f{n}-moved.bin");
+    let dir = format!("d/f{n}-dir");
+    let mut rounds = 0;
+    while tally.going(until, &mut rounds) {
+        tally.attempt("STOR");
+        ftp.upload(&format!("STOR {up}"), b"the user's upload");
+        tally.attempt("APPE");
+        ftp.upload(&format!("APPE {appended}"), b"the user's append");
+        tally.attempt("RNFR/RNTO");
+        if ftp.command(&format!("RNFR {appended}")).starts_with("350") {
+            ftp.command(&format!("RNTO {moved}"));
+        }
+        for name in [&up, &moved] {
+            tally.attempt("DELE");
+            ftp.command(&format!("DELE {name}"));
+        }
+        tally.attempt("MKD");
+        ftp.command(&format!("MKD {dir}"));
+        tally.attempt("RMD");
+        ftp.command(&format!("RMD {dir}"));
+    }
+    tally
+}
+
+/// A console session that downloads, lists, uploads, renames, deletes and
+/// makes directories under `d/`, on names of its own (`c<n>...`).
+fn console_client(endpoints: &Endpoints, canary: &Canary, n: usize, until: Instant) -> Tally {
+    let console = endpoints.console();
+    let mut tally = Tally::default();
+    let name = format!("c{n}.bin");
+    let rename = format!(r#"{{"from":"/d/c{n}.bin","to":"/d/c{n}-moved.bin"}}"#);
+    let delete_moved = format!(r#"{{"path":"/d/c{n}-moved.bin"}}"#);
+    let mkdir = format!(r#"{{"dir":"/d","name":"c{n}-dir"}}"#);
+    let delete_dir = format!(r#"{{"path":"/d/c{n}-dir"}}"#);
+    let mut rounds = 0;
+    while tally.going(until, &mut rounds) {
+        for (operation, path) in [
+            ("console download", "/files/d/secret"),
+            ("console list", "/files/d/"),
+        ] {
+            tally.attempt(operation);
+            let response = console.get(path);
+            if canary.seen_in(&response.body) {
+                tally.found(format!("GET {path} sent the canary ({})", response.status));
+            }
+        }
+        tally.attempt("console upload");
+        console.upload("/d", &name, b"the user's console upload");
+        tally.attempt("console rename");
+        console.post_json("/api/rename", &rename);
+        tally.attempt("console delete");
+        console.post_json("/api/delete", &delete_moved);
+        tally.attempt("console mkdir");
+        console.post_json("/api/mkdir", &mkdir);
+        tally.attempt("console delete");
+        console.post_json("/api/delete", &delete_dir);
+    }
+    tally
+}
+
+/// The race of issue 24: while another process swaps a directory of the
+/// home with a link to a directory outside and plants links at the
+/// partial-upload names, FTP and console clients work under that directory
+/// for ten seconds. Outside the home nothing may be read, written,
+/// renamed, created or have its mode or time changed.
+#[test]
+fn swapping_a_directory_for_a_link_out_never_reaches_outside_the_home() {
+    let target = Target::start(&[]);
+    let home = target.home();
+    let mut files = vec!["secret".to_owned()];
+    let mut dirs = Vec::new();
+    for n in 0..RACE_CLIENTS {
+        files.extend(
+            ["up.bin", "app.bin", "moved.bin"]
+                .iter()
+                .map(|name| format!("f{n}-{name}")),
+        );
+        files.extend([format!("c{n}.bin"), format!("c{n}-moved.bin")]);
+        dirs.extend([format!("f{n}-dir"), format!("c{n}-dir")]);
+    }
+    let canary = Canary::new(
+        &files.iter().map(String::as_str).collect::<Vec<_>>(),
+        &dirs.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    std::fs::create_dir(home.join("d")).unwrap();
+    std::fs::write(home.join("d/secret"), b"the user's own secret").unwrap();
+    std::os::unix::fs::symlink(&canary.root, home.join("d.link")).unwrap();
+
+    let stop = AtomicBool::new(false);
+    let until = Instant::now() + RACE_RUN;
+    let (swaps, tallies) = std::thread::scope(|scope| {
+        let swapper = scope.spawn(|| swap_and_plant(&home, &canary, &files, &stop));
+        let mut clients = Vec::new();
+        for n in 0..RACE_CLIENTS {
+            let (endpoints, canary) = (&target.endpoints, &canary);
+            clients.push(scope.spawn(move || ftp_reader(endpoints, canary, until)));
+            clients.push(scope.spawn(move || ftp_writer(endpoints, n, until)));
+            clients.push(scope.spawn(move || console_client(endpoints, canary, n, until)));
+        }
+        let tallies: Vec<Tally> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        stop.store(true, Ordering::Relaxed);
+        (swapper.join().unwrap(), tallies)
+    });
+
+    let mut attempts: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut findings = Vec::new();
+    for tally in tallies {
+        for (operation, count) in tally.attempts {
+            *attempts.entry(operation).or_default() += count;
+        }
+        findings.extend(tally.findings);
+    }
+    println!("{swaps} swaps; attempts: {attempts:?}");
+    assert!(swaps >= 1000, "only {swaps} swaps");
+    for (operation, count) in &attempts {
+        assert!(
+            *count >= RACE_MIN_ATTEMPTS,
+            "{operation} ran only {count} times: {attempts:?}"
+        );
+    }
+    let changes = canary.changes();
+    assert!(
+        findings.is_empty() && changes.is_empty(),
+        "read outside the home:\n{}\n{} changes outside the home, the first:\n{}",
+        findings.join("\n"),
+        changes.len(),
+        changes[..changes.len().min(30)].join("\n")
+    );
 }
