@@ -549,171 +549,6 @@ fn a_console_upload_racing_an_ftp_delete_keeps_the_ledger_equal_to_the_disk() {
     assert!(findings.is_empty(), "{}\n({outcome})", findings.join("\n"));
 }
 
-/// Percent-encodes every byte of `text` but letters, digits and `-._~`.
-fn percent_encode_all(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// Running as root, a root-only file outside the home stays unreadable,
-/// unmeasured and unchanged whichever way a path reaches for it: a link in
-/// the home to it or to its directory, `..` plain or encoded, an absolute
-/// path, NUL, CR or LF in a name.
-#[test]
-fn a_root_only_file_outside_the_home_stays_unreadable_through_any_path() {
-    let target = Target::start(&[]);
-    let home = target.home();
-    let canary = Canary::new(&["secret"], &[]);
-    std::os::unix::fs::symlink(canary.file("secret"), home.join("link")).unwrap();
-    std::os::unix::fs::symlink(&canary.root, home.join("linkdir")).unwrap();
-    std::fs::write(home.join("mine.txt"), b"mine").unwrap();
-    for made in ["link", "linkdir", "mine.txt"] {
-        target.hand_to_user(&home.join(made));
-    }
-    let absolute = canary.file("secret").to_str().unwrap().to_owned();
-    let climb = "../".repeat(16);
-    let canary_size = format!(" {} ", canary.length);
-    let mut findings = Vec::new();
-
-    let mut ftp = target.endpoints.ftp();
-    for command in [
-        "RETR link".to_owned(),
-        "RETR linkdir/secret".to_owned(),
-        format!("RETR {climb}{absolute}"),
-        format!("RETR {absolute}"),
-        format!("RETR /..{absolute}"),
-        format!("RETR {}", absolute.replace('/', "%2F")),
-        "RETR link\0".to_owned(),
-        "LIST linkdir".to_owned(),
-        "MLSD linkdir".to_owned(),
-        "NLST linkdir".to_owned(),
-    ] {
-        let (reply, data) = ftp.download(&command);
-        if canary.seen_in(&data) || canary.seen_in(reply.as_bytes()) {
-            findings.push(format!("{command:?} read the canary ({reply})"));
-        }
-    }
-    for command in [
-        "SIZE link",
-        "SIZE linkdir/secret",
-        "MDTM link",
-        "MDTM linkdir/secret",
-        "STAT link",
-        "STAT linkdir",
-        "STAT linkdir/secret",
-    ] {
-        let reply = ftp.command(command);
-        if canary.seen_in(reply.as_bytes())
-            || reply.contains(CANARY_MDTM)
-            || reply == format!("213 {}", canary.length)
-            || reply.contains(&canary_size)
-        {
-            findings.push(format!("{command} told of the canary: {reply}"));
-        }
-    }
-    // Listings show the link as a link, from its own metadata.
-    let (_, listing) = ftp.download("LIST");
-    let listing = String::from_utf8_lossy(&listing).into_owned();
-    match listing
-        .lines()
-        .find(|line| line.ends_with(" link") || line.contains(" link -> "))
-    {
-        Some(line) if line.starts_with('l') && !line.contains(&canary_size) => {}
-        other => findings.push(format!("LIST shows the link as {other:?}:\n{listing}")),
-    }
-    let (_, facts) = ftp.download("MLSD");
-    let facts = String::from_utf8_lossy(&facts).into_owned();
-    if let Some(line) = facts.lines().find(|line| line.ends_with(" link")) {
-        let line = line.to_ascii_lowercase();
-        if line.contains(&format!("size={};", canary.length))
-            || line.contains("type=file;")
-            || line.contains("unix.mode=600;")
-        {
-            findings.push(format!("MLSD describes the link by its target: {line}"));
-        }
-    }
-
-    let console = target.endpoints.console();
-    let encoded_climb = "%2e%2e/".repeat(16);
-    let slash_climb = "..%2F".repeat(16);
-    for path in [
-        "/files/link".to_owned(),
-        "/files/link?download".to_owned(),
-        "/files/linkdir/secret".to_owned(),
-        "/files/linkdir/".to_owned(),
-        format!("/files/{climb}{}", &absolute[1..]),
-        format!("/files/{encoded_climb}{}", &absolute[1..]),
-        format!("/files/{slash_climb}{}", absolute[1..].replace('/', "%2F")),
-        format!("/files/{}", percent_encode_all(&absolute)),
-        format!("/files/{absolute}"),
-        "/files/mine.txt%00/../link".to_owned(),
-        "/files/link%00".to_owned(),
-        "/files/mine.txt%0D%0A/../link".to_owned(),
-        "/files/".to_owned(),
-    ] {
-        let response = console.get(&path);
-        if canary.seen_in(&response.body) {
-            findings.push(format!("GET {path} read the canary ({})", response.status));
-        }
-    }
-    // The console's listing gives the link's own size, not the target's.
-    let page = String::from_utf8_lossy(&console.get("/files/").body).into_owned();
-    if page.contains("2.9 KiB") {
-        findings.push("the console lists the link with its target's size".to_owned());
-    }
-
-    // Names that would climb out or carry control characters create
-    // nothing outside the home, and no name with a control character in it
-    // (`..%2Fescaped.txt` is a plain name: it may land in the home).
-    for name in [
-        "../escaped.txt",
-        "..%2Fescaped.txt",
-        "/escaped.txt",
-        "a\0b.txt",
-    ] {
-        console.upload("/", name, b"escape attempt");
-    }
-    console.upload(&"%2e%2e%2F".repeat(4), "escaped.txt", b"escape");
-    for name in ["../escaped-dir", "a\\nb", "a\\rb", "a\\u0000b", "a/b"] {
-        console.post_json("/api/mkdir", &format!(r#"{{"dir":"/","name":"{name}"}}"#));
-    }
-    for command in ["MKD a\0b", "MKD ../escaped-dir", "STOR ../escaped.txt"] {
-        ftp.command(command);
-    }
-    let data_dir = target.server.data_dir();
-    for dir in [
-        data_dir.to_owned(),
-        data_dir.join("homes"),
-        canary.root.clone(),
-    ] {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let name = entry.unwrap().file_name();
-            if name.to_string_lossy().contains("escaped") {
-                findings.push(format!(
-                    "{} was created in {}",
-                    name.to_string_lossy(),
-                    dir.display()
-                ));
-            }
-        }
-    }
-    for entry in std::fs::read_dir(&home).unwrap() {
-        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-        if name.contains(['\0', '\r', '\n']) {
-            findings.push(format!("{name:?} was created in the home"));
-        }
-    }
-    assert!(findings.is_empty(), "{}", findings.join("\n"));
-    canary.assert_untouched();
-}
-
 /// How long each client of the race test keeps attacking.
 const RACE_RUN: Duration = Duration::from_secs(10);
 
@@ -1040,4 +875,169 @@ fn swapping_a_directory_for_a_link_out_never_reaches_outside_the_home() {
         changes.len(),
         changes[..changes.len().min(30)].join("\n")
     );
+}
+
+/// Percent-encodes every byte of `text` but letters, digits and `-._~`.
+fn percent_encode_all(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Running as root, a root-only file outside the home stays unreadable,
+/// unmeasured and unchanged whichever way a path reaches for it: a link in
+/// the home to it or to its directory, `..` plain or encoded, an absolute
+/// path, NUL, CR or LF in a name.
+#[test]
+fn a_root_only_file_outside_the_home_stays_unreadable_through_any_path() {
+    let target = Target::start(&[]);
+    let home = target.home();
+    let canary = Canary::new(&["secret"], &[]);
+    std::os::unix::fs::symlink(canary.file("secret"), home.join("link")).unwrap();
+    std::os::unix::fs::symlink(&canary.root, home.join("linkdir")).unwrap();
+    std::fs::write(home.join("mine.txt"), b"mine").unwrap();
+    for made in ["link", "linkdir", "mine.txt"] {
+        target.hand_to_user(&home.join(made));
+    }
+    let absolute = canary.file("secret").to_str().unwrap().to_owned();
+    let climb = "../".repeat(16);
+    let canary_size = format!(" {} ", canary.length);
+    let mut findings = Vec::new();
+
+    let mut ftp = target.endpoints.ftp();
+    for command in [
+        "RETR link".to_owned(),
+        "RETR linkdir/secret".to_owned(),
+        format!("RETR {climb}{absolute}"),
+        format!("RETR {absolute}"),
+        format!("RETR /..{absolute}"),
+        format!("RETR {}", absolute.replace('/', "%2F")),
+        "RETR link\0".to_owned(),
+        "LIST linkdir".to_owned(),
+        "MLSD linkdir".to_owned(),
+        "NLST linkdir".to_owned(),
+    ] {
+        let (reply, data) = ftp.download(&command);
+        if canary.seen_in(&data) || canary.seen_in(reply.as_bytes()) {
+            findings.push(format!("{command:?} read the canary ({reply})"));
+        }
+    }
+    for command in [
+        "SIZE link",
+        "SIZE linkdir/secret",
+        "MDTM link",
+        "MDTM linkdir/secret",
+        "STAT link",
+        "STAT linkdir",
+        "STAT linkdir/secret",
+    ] {
+        let reply = ftp.command(command);
+        if canary.seen_in(reply.as_bytes())
+            || reply.contains(CANARY_MDTM)
+            || reply == format!("213 {}", canary.length)
+            || reply.contains(&canary_size)
+        {
+            findings.push(format!("{command} told of the canary: {reply}"));
+        }
+    }
+    // Listings show the link as a link, from its own metadata.
+    let (_, listing) = ftp.download("LIST");
+    let listing = String::from_utf8_lossy(&listing).into_owned();
+    match listing
+        .lines()
+        .find(|line| line.ends_with(" link") || line.contains(" link -> "))
+    {
+        Some(line) if line.starts_with('l') && !line.contains(&canary_size) => {}
+        other => findings.push(format!("LIST shows the link as {other:?}:\n{listing}")),
+    }
+    let (_, facts) = ftp.download("MLSD");
+    let facts = String::from_utf8_lossy(&facts).into_owned();
+    if let Some(line) = facts.lines().find(|line| line.ends_with(" link")) {
+        let line = line.to_ascii_lowercase();
+        if line.contains(&format!("size={};", canary.length))
+            || line.contains("type=file;")
+            || line.contains("unix.mode=600;")
+        {
+            findings.push(format!("MLSD describes the link by its target: {line}"));
+        }
+    }
+
+    let console = target.endpoints.console();
+    let encoded_climb = "%2e%2e/".repeat(16);
+    let slash_climb = "..%2F".repeat(16);
+    for path in [
+        "/files/link".to_owned(),
+        "/files/link?download".to_owned(),
+        "/files/linkdir/secret".to_owned(),
+        "/files/linkdir/".to_owned(),
+        format!("/files/{climb}{}", &absolute[1..]),
+        format!("/files/{encoded_climb}{}", &absolute[1..]),
+        format!("/files/{slash_climb}{}", absolute[1..].replace('/', "%2F")),
+        format!("/files/{}", percent_encode_all(&absolute)),
+        format!("/files/{absolute}"),
+        "/files/mine.txt%00/../link".to_owned(),
+        "/files/link%00".to_owned(),
+        "/files/mine.txt%0D%0A/../link".to_owned(),
+        "/files/".to_owned(),
+    ] {
+        let response = console.get(&path);
+        if canary.seen_in(&response.body) {
+            findings.push(format!("GET {path} read the canary ({})", response.status));
+        }
+    }
+    // The console's listing gives the link's own size, not the target's.
+    let page = String::from_utf8_lossy(&console.get("/files/").body).into_owned();
+    if page.contains("2.9 KiB") {
+        findings.push("the console lists the link with its target's size".to_owned());
+    }
+
+    // Names that would climb out or carry control characters create
+    // nothing outside the home, and no name with a control character in it
+    // (`..%2Fescaped.txt` is a plain name: it may land in the home).
+    for name in [
+        "../escaped.txt",
+        "..%2Fescaped.txt",
+        "/escaped.txt",
+        "a\0b.txt",
+    ] {
+        console.upload("/", name, b"escape attempt");
+    }
+    console.upload(&"%2e%2e%2F".repeat(4), "escaped.txt", b"escape");
+    for name in ["../escaped-dir", "a\\nb", "a\\rb", "a\\u0000b", "a/b"] {
+        console.post_json("/api/mkdir", &format!(r#"{{"dir":"/","name":"{name}"}}"#));
+    }
+    for command in ["MKD a\0b", "MKD ../escaped-dir", "STOR ../escaped.txt"] {
+        ftp.command(command);
+    }
+    let data_dir = target.server.data_dir();
+    for dir in [
+        data_dir.to_owned(),
+        data_dir.join("homes"),
+        canary.root.clone(),
+    ] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name();
+            if name.to_string_lossy().contains("escaped") {
+                findings.push(format!(
+                    "{} was created in {}",
+                    name.to_string_lossy(),
+                    dir.display()
+                ));
+            }
+        }
+    }
+    for entry in std::fs::read_dir(&home).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.contains(['\0', '\r', '\n']) {
+            findings.push(format!("{name:?} was created in the home"));
+        }
+    }
+    assert!(findings.is_empty(), "{}", findings.join("\n"));
+    canary.assert_untouched();
 }
