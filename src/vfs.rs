@@ -64,6 +64,20 @@ impl DirEntry {
     }
 }
 
+impl From<crate::storage::Entry> for DirEntry {
+    /// A listing entry from the storage layer's own `lstat` of it: a link
+    /// is listed as a link (never a directory), with the link's own size.
+    fn from(entry: crate::storage::Entry) -> DirEntry {
+        DirEntry {
+            dir: entry.is_dir(),
+            name: entry.name,
+            size: entry.size,
+            modified: entry.modified,
+            mode: entry.mode,
+        }
+    }
+}
+
 /// The kept partial upload's path for the target `real`, whose client path
 /// is `virtual_path`, if the target can have one (the home itself cannot).
 pub fn partial_of(virtual_path: &VirtualPath, real: &Path) -> Option<PathBuf> {
