@@ -908,18 +908,29 @@ impl Session {
                 );
                 self.send(&status).await
             }
-            Command::Mlst(path) => match self.resolve(path.as_deref().unwrap_or(".")) {
-                Ok((virtual_path, real)) => match std::fs::metadata(&real) {
-                    Ok(meta) => {
-                        let entry = vfs::DirEntry::new(virtual_path.to_string(), &meta);
+            Command::Mlst(path) => {
+                let found = match self.locate(path.as_deref().unwrap_or(".")) {
+                    Ok(target) => {
+                        self.in_home(move |home| {
+                            home.stat(&target).map(|entry| storage::Entry {
+                                name: target.to_string(),
+                                ..entry
+                            })
+                        })
+                        .await
+                    }
+                    Err(err) => Err(err),
+                };
+                match found {
+                    Ok(entry) => {
+                        let entry = DirEntry::from(entry);
                         let text =
                             format!("250-Listing\r\n {}\r\n250 End\r\n", listing::facts(&entry));
                         self.send(&text).await
                     }
-                    Err(_) => self.reply(550, "No such file or directory").await,
-                },
-                Err((code, text)) => self.reply(code, text).await,
-            },
+                    Err(err) => self.refuse(&err).await,
+                }
+            }
             Command::List(_)
             | Command::Nlst(_)
             | Command::Mlsd(_)
@@ -1312,62 +1323,74 @@ impl Session {
         format: Format,
     ) -> Result<(Vec<DirEntry>, String), (u16, &'static str)> {
         let Some(asked) = asked else {
-            let (_, real) = self.resolve(".")?;
-            return match tokio::task::spawn_blocking(move || vfs::list_dir(&real)).await {
-                Ok(Ok(entries)) => Ok((entries, String::new())),
-                _ => Err((550, "No such directory")),
+            let here = self.cwd.clone();
+            return match self.in_home(move |home| home.list(&here)).await {
+                Ok(entries) => Ok((
+                    entries.into_iter().map(DirEntry::from).collect(),
+                    String::new(),
+                )),
+                Err(_) => Err((550, "No such directory")),
             };
         };
         let prefix = asked.rfind('/').map_or("", |slash| &asked[..=slash]);
-        let literal = self.resolve(asked);
-        if let Ok((virtual_path, real)) = &literal {
-            let name = virtual_path.file_name().unwrap_or("/").to_owned();
-            let real = real.clone();
+        let literal = self.locate(asked);
+        if let Ok(target) = &literal {
             enum Found {
-                Directory(Vec<DirEntry>),
-                File(DirEntry),
+                Directory(Vec<storage::Entry>),
+                File(storage::Entry),
             }
-            let found = tokio::task::spawn_blocking(move || {
-                let meta = std::fs::metadata(&real)?;
-                if meta.is_dir() {
-                    vfs::list_dir(&real).map(Found::Directory)
-                } else {
-                    Ok::<_, io::Error>(Found::File(DirEntry::new(name, &meta)))
-                }
-            })
-            .await;
+            let target = target.clone();
+            // A directory (links inside the home followed) is listed; anything
+            // else is described from its own lstat, a link as a link.
+            let found = self
+                .in_home(move |home| match home.list(&target) {
+                    Ok(entries) => Ok(Found::Directory(entries)),
+                    Err(StorageError::NotADirectory) => home.stat(&target).map(Found::File),
+                    Err(err) => Err(err),
+                })
+                .await;
             match found {
-                Ok(Ok(Found::Directory(entries))) => {
+                Ok(Found::Directory(entries)) => {
                     let inside = if asked.ends_with('/') {
                         asked.to_owned()
                     } else {
                         format!("{asked}/")
                     };
-                    return Ok((entries, inside));
+                    return Ok((entries.into_iter().map(DirEntry::from).collect(), inside));
                 }
-                Ok(Ok(Found::File(_))) if format == Format::Facts => {
+                Ok(Found::File(_)) if format == Format::Facts => {
                     return Err((501, "MLSD lists directories only"));
                 }
-                Ok(Ok(Found::File(file))) => return Ok((vec![file], prefix.to_owned())),
-                _ => {}
+                Ok(Found::File(file)) => return Ok((vec![file.into()], prefix.to_owned())),
+                Err(StorageError::InvalidName) => return Err((553, "File name not allowed")),
+                Err(StorageError::OutsideHome) => return Err((550, "Permission denied")),
+                Err(_) => {}
             }
         }
         let pattern = &asked[prefix.len()..];
         if format == Format::Facts || !pattern.contains(['*', '?']) {
-            return Err(literal.err().unwrap_or((550, "No such file or directory")));
+            return Err(match literal {
+                Err(StorageError::InvalidName) => (553, "File name not allowed"),
+                Err(StorageError::OutsideHome) => (550, "Permission denied"),
+                _ => (550, "No such file or directory"),
+            });
         }
-        let (_, real_dir) = self.resolve(if prefix.is_empty() { "." } else { prefix })?;
+        let Ok(dir) = self.locate(if prefix.is_empty() { "." } else { prefix }) else {
+            return Err((550, "No such directory"));
+        };
         let Some(wildcard) = listing::Wildcard::new(pattern) else {
             return Ok((Vec::new(), prefix.to_owned()));
         };
-        let matching = tokio::task::spawn_blocking(move || {
-            let mut entries = vfs::list_dir(&real_dir)?;
-            entries.retain(|entry| wildcard.matches(&entry.name));
-            Ok::<_, io::Error>(entries)
-        });
-        match matching.await {
-            Ok(Ok(entries)) => Ok((entries, prefix.to_owned())),
-            _ => Err((550, "No such directory")),
+        match self.in_home(move |home| home.list(&dir)).await {
+            Ok(entries) => Ok((
+                entries
+                    .into_iter()
+                    .filter(|entry| wildcard.matches(&entry.name))
+                    .map(DirEntry::from)
+                    .collect(),
+                prefix.to_owned(),
+            )),
+            Err(_) => Err((550, "No such directory")),
         }
     }
 
