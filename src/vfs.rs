@@ -45,6 +45,8 @@ pub fn upload_temporary(dir: &Path) -> PathBuf {
 pub struct DirEntry {
     pub name: String,
     pub dir: bool,
+    /// A symbolic link, described by its own metadata.
+    pub link: bool,
     pub size: u64,
     pub modified: Option<std::time::SystemTime>,
     /// The permission bits (`rwxrwxrwx`, the low nine of `st_mode`).
@@ -57,6 +59,7 @@ impl DirEntry {
         DirEntry {
             name,
             dir: meta.is_dir(),
+            link: meta.file_type().is_symlink(),
             size: meta.len(),
             modified: meta.modified().ok(),
             mode: std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
@@ -70,6 +73,7 @@ impl From<crate::storage::Entry> for DirEntry {
     fn from(entry: crate::storage::Entry) -> DirEntry {
         DirEntry {
             dir: entry.is_dir(),
+            link: entry.kind == crate::storage::Kind::Link,
             name: entry.name,
             size: entry.size,
             modified: entry.modified,
