@@ -49,6 +49,7 @@ pub mod serve;
 pub mod shutdown;
 pub mod size;
 pub mod stats;
+pub mod storage;
 pub mod throttle;
 pub mod tls;
 pub mod tools;

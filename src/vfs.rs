@@ -45,6 +45,8 @@ pub fn upload_temporary(dir: &Path) -> PathBuf {
 pub struct DirEntry {
     pub name: String,
     pub dir: bool,
+    /// A symbolic link, described by its own metadata.
+    pub link: bool,
     pub size: u64,
     pub modified: Option<std::time::SystemTime>,
     /// The permission bits (`rwxrwxrwx`, the low nine of `st_mode`).
@@ -57,9 +59,25 @@ impl DirEntry {
         DirEntry {
             name,
             dir: meta.is_dir(),
+            link: meta.file_type().is_symlink(),
             size: meta.len(),
             modified: meta.modified().ok(),
             mode: std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        }
+    }
+}
+
+impl From<crate::storage::Entry> for DirEntry {
+    /// A listing entry from the storage layer's own `lstat` of it: a link
+    /// is listed as a link (never a directory), with the link's own size.
+    fn from(entry: crate::storage::Entry) -> DirEntry {
+        DirEntry {
+            dir: entry.is_dir(),
+            link: entry.kind == crate::storage::Kind::Link,
+            name: entry.name,
+            size: entry.size,
+            modified: entry.modified,
+            mode: entry.mode,
         }
     }
 }

@@ -112,7 +112,11 @@ fn ls_date(modified: SystemTime, now: SystemTime) -> String {
 
 /// `drwxr-x---`: the entry's type and permission bits as `ls -l` shows them.
 fn mode_string(entry: &DirEntry) -> String {
-    let kind = if entry.dir { 'd' } else { '-' };
+    let kind = match (entry.dir, entry.link) {
+        (true, _) => 'd',
+        (false, true) => 'l',
+        (false, false) => '-',
+    };
     let bits = (0..9).rev().map(|bit| {
         if entry.mode & (1 << bit) == 0 {
             '-'
@@ -148,7 +152,11 @@ pub fn time_val(modified: SystemTime) -> String {
 /// permission bits in octal, a fact ProFTPD sends too; in three digits,
 /// the only length the suppaftp crate's parser takes.
 pub fn facts(entry: &DirEntry) -> String {
-    let kind = if entry.dir { "dir" } else { "file" };
+    let kind = match (entry.dir, entry.link) {
+        (true, _) => "dir",
+        (false, true) => "OS.unix=symlink",
+        (false, false) => "file",
+    };
     let modified = time_val(entry.modified.unwrap_or(SystemTime::UNIX_EPOCH));
     format!(
         "type={kind};size={};modify={modified};UNIX.mode={:03o}; {}",
@@ -222,6 +230,7 @@ mod tests {
         let entry = DirEntry {
             name: "报告 final.txt".into(),
             dir: false,
+            link: false,
             size: 1234,
             modified: Some(now - Duration::from_secs(3600)),
             mode: 0o644,
@@ -235,6 +244,7 @@ mod tests {
         let old = DirEntry {
             modified: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000)),
             dir: true,
+            link: false,
             mode: 0o750,
             ..entry
         };
@@ -254,6 +264,7 @@ mod tests {
                 &DirEntry {
                     mode,
                     dir: false,
+                    link: false,
                     ..old.clone()
                 },
                 now,
@@ -269,6 +280,7 @@ mod tests {
             .map(|n| DirEntry {
                 name: format!("file-{n:05}.txt"),
                 dir: false,
+                link: false,
                 size: n,
                 modified: Some(SystemTime::UNIX_EPOCH),
                 mode: 0o644,

@@ -7,20 +7,17 @@
 //! [`UserStore::verify`]; uploads charge the shared [`crate::quota`] ledger
 //! and land by rename, so an interrupted STOR never damages the old file.
 //!
-//! File system calls that take microseconds on a local disk (stat, open,
-//! rename, unlink, mkdir, setting a time or a mode) are made in place on
-//! the runtime's worker, as the jail resolves every path and as nginx opens
-//! its files: handed to Tokio's blocking pool, each cost two thread
-//! switches, seven for one small upload, and 8 lftp clients moved 13 % fewer
-//! files a second (BENCHMARKS.md, "FTP against vsftpd"). What can take
-//! long stays on the pool: checking a password, listing a directory,
-//! emptying one for RMD, copying a file's first bytes for a resumed upload
-//! or cutting a kept partial upload short.
+//! Commands that go through [`crate::storage`] (RETR, SIZE, MDTM, MFMT,
+//! SITE CHMOD and the opening of an upload's partial file) run each whole
+//! storage operation in one hop to the blocking pool, as that layer's
+//! blocking policy says. The commands still on the path-based jail make
+//! their microsecond calls (stat, rename, unlink, mkdir) in place on the
+//! runtime's worker; what can take long stays on the pool: checking a
+//! password, listing a directory, emptying one for RMD.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +38,7 @@ use crate::memory;
 use crate::quota::{self, QuotaExceeded, QuotaWriter, Quotas, Usage};
 use crate::shutdown::Shutdown;
 use crate::stats;
+use crate::storage::{self, Home, StorageError};
 use crate::throttle::{Throttle, Verdict};
 use crate::users::{Permissions, User, UserStore};
 use crate::vfs::{self, DirEntry, Jail, UPLOAD_PREFIX, VfsError, VirtualPath};
@@ -160,7 +158,7 @@ impl Drop for IpSlot<'_> {
 enum Login {
     AwaitingUser,
     AwaitingPass { user: String },
-    LoggedIn { user: User, jail: Jail },
+    LoggedIn { user: User, jail: Jail, home: Home },
 }
 
 struct Session {
@@ -647,16 +645,52 @@ impl Session {
     /// Starts the session of `user` at the root of `jail`, with 230 `text`.
     async fn logged_in_as(&mut self, user: User, jail: Jail, text: &str) -> io::Result<()> {
         stats::record("ftp", "login", format!("{} from {}", user.name, self.peer));
+        let Ok(home) = Home::open(jail.root()) else {
+            return self
+                .reply(550, "Your home directory is not available")
+                .await;
+        };
         self.cwd = VirtualPath::root();
-        self.login = Login::LoggedIn { user, jail };
+        self.login = Login::LoggedIn { user, jail, home };
         self.reply(230, text).await
     }
 
     fn user(&self) -> (&User, &Jail) {
         match &self.login {
-            Login::LoggedIn { user, jail } => (user, jail),
+            Login::LoggedIn { user, jail, .. } => (user, jail),
             _ => unreachable!("checked by execute"),
         }
+    }
+
+    /// The logged-in user's home, held open.
+    fn home(&self) -> Home {
+        match &self.login {
+            Login::LoggedIn { home, .. } => home.clone(),
+            _ => unreachable!("checked by execute"),
+        }
+    }
+
+    /// Runs `operation` on the logged-in user's home, in one hop to the
+    /// blocking pool (the storage layer's blocking policy).
+    async fn in_home<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&Home) -> storage::Result<T> + Send + 'static,
+    ) -> storage::Result<T> {
+        let home = self.home();
+        tokio::task::spawn_blocking(move || operation(&home))
+            .await
+            .map_err(|err| StorageError::Io(io::Error::other(err)))?
+    }
+
+    /// The client path `client` from the current directory.
+    fn locate(&self, client: &str) -> storage::Result<VirtualPath> {
+        Ok(self.cwd.join(client)?)
+    }
+
+    /// Replies to a refused storage operation (see [`storage_reply`]).
+    async fn refuse(&mut self, err: &StorageError) -> io::Result<()> {
+        let (code, text) = storage_reply(err);
+        self.reply(code, &text).await
     }
 
     /// Resolves a client path to (virtual, real) or the reply explaining why not.
@@ -727,57 +761,71 @@ impl Session {
             }
             // While an interrupted upload of the file is kept, SIZE says how
             // much of it arrived: that is what clients resuming an upload ask.
-            Command::Size(path) => match self.resolve(&path) {
-                Ok((virtual_path, real)) => {
-                    let partial = vfs::partial_of(&virtual_path, &real);
-                    let kept = match partial {
-                        Some(partial) => std::fs::metadata(partial).ok(),
-                        None => None,
-                    };
-                    let found = match kept {
-                        Some(kept) => Some(kept),
-                        None => std::fs::metadata(&real).ok(),
-                    };
-                    match found {
-                        Some(meta) if meta.is_file() => {
-                            self.reply(213, &meta.len().to_string()).await
-                        }
-                        _ => self.reply(550, "Not a plain file").await,
+            Command::Size(path) => {
+                let found = match self.locate(&path) {
+                    Ok(target) => {
+                        self.in_home(move |home| match home.partial_len(&target)? {
+                            Some(kept) => Ok(kept),
+                            None => home.open_read(&target).map(|(_, entry)| entry.size),
+                        })
+                        .await
                     }
+                    Err(err) => Err(err),
+                };
+                match found {
+                    Ok(size) => self.reply(213, &size.to_string()).await,
+                    Err(err) => self.refuse(&err).await,
                 }
-                Err((code, text)) => self.reply(code, text).await,
-            },
-            Command::Mdtm(path) => match self.resolve(&path) {
-                Ok((_, real)) => match std::fs::metadata(&real) {
-                    Ok(meta) if meta.is_file() => match meta.modified() {
-                        Ok(modified) => self.reply(213, &listing::time_val(modified)).await,
-                        Err(_) => self.reply(550, "No modification time").await,
-                    },
-                    _ => self.reply(550, "Not a plain file").await,
-                },
-                Err((code, text)) => self.reply(code, text).await,
-            },
-            Command::Mfmt { modified, path } if permissions.write => match self.resolve(&path) {
-                Ok((_, real)) => {
-                    match open_plain_file(&real).and_then(|file| file.set_modified(modified)) {
-                        Ok(()) => {
-                            let stamp = listing::time_val(modified);
-                            self.reply(213, &format!("Modify={stamp}; {path}")).await
-                        }
-                        _ => self.reply(550, "Cannot set the time of that file").await,
+            }
+            Command::Mdtm(path) => {
+                let found = match self.locate(&path) {
+                    Ok(target) => {
+                        self.in_home(move |home| home.open_read(&target).map(|(_, entry)| entry))
+                            .await
                     }
+                    Err(err) => Err(err),
+                };
+                match found.map(|entry| entry.modified) {
+                    Ok(Some(modified)) => self.reply(213, &listing::time_val(modified)).await,
+                    Ok(None) => self.reply(550, "No modification time").await,
+                    Err(err) => self.refuse(&err).await,
                 }
-                Err((code, text)) => self.reply(code, text).await,
-            },
-            Command::Chmod { mode, path } if permissions.write => match self.resolve(&path) {
-                Ok((_, real)) => {
-                    match std::fs::set_permissions(&real, std::fs::Permissions::from_mode(mode)) {
-                        Ok(()) => self.reply(200, "SITE CHMOD command ok").await,
-                        _ => self.reply(550, "SITE CHMOD command failed").await,
+            }
+            Command::Mfmt { modified, path } if permissions.write => {
+                let seconds = modified
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| {
+                        i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+                    });
+                let done = match self.locate(&path) {
+                    Ok(target) => {
+                        self.in_home(move |home| {
+                            // Only a plain file's time is set (never a pipe's).
+                            home.open_read(&target)?;
+                            home.set_modified(&target, seconds)
+                        })
+                        .await
                     }
+                    Err(err) => Err(err),
+                };
+                match done {
+                    Ok(()) => {
+                        let stamp = listing::time_val(modified);
+                        self.reply(213, &format!("Modify={stamp}; {path}")).await
+                    }
+                    Err(err) => self.refuse(&err).await,
                 }
-                Err((code, text)) => self.reply(code, text).await,
-            },
+            }
+            Command::Chmod { mode, path } if permissions.write => {
+                let done = match self.locate(&path) {
+                    Ok(target) => self.in_home(move |home| home.set_mode(&target, mode)).await,
+                    Err(err) => Err(err),
+                };
+                match done {
+                    Ok(()) => self.reply(200, "SITE CHMOD command ok").await,
+                    Err(err) => self.refuse(&err).await,
+                }
+            }
             Command::SiteHelp => self.reply(214, "CHMOD HELP").await,
             Command::UnknownSite => self.reply(500, "Unknown SITE command").await,
             Command::Rest(offset) => {
@@ -860,18 +908,29 @@ impl Session {
                 );
                 self.send(&status).await
             }
-            Command::Mlst(path) => match self.resolve(path.as_deref().unwrap_or(".")) {
-                Ok((virtual_path, real)) => match std::fs::metadata(&real) {
-                    Ok(meta) => {
-                        let entry = vfs::DirEntry::new(virtual_path.to_string(), &meta);
+            Command::Mlst(path) => {
+                let found = match self.locate(path.as_deref().unwrap_or(".")) {
+                    Ok(target) => {
+                        self.in_home(move |home| {
+                            home.stat(&target).map(|entry| storage::Entry {
+                                name: target.to_string(),
+                                ..entry
+                            })
+                        })
+                        .await
+                    }
+                    Err(err) => Err(err),
+                };
+                match found {
+                    Ok(entry) => {
+                        let entry = DirEntry::from(entry);
                         let text =
                             format!("250-Listing\r\n {}\r\n250 End\r\n", listing::facts(&entry));
                         self.send(&text).await
                     }
-                    Err(_) => self.reply(550, "No such file or directory").await,
-                },
-                Err((code, text)) => self.reply(code, text).await,
-            },
+                    Err(err) => self.refuse(&err).await,
+                }
+            }
             Command::List(_)
             | Command::Nlst(_)
             | Command::Mlsd(_)
@@ -1264,74 +1323,91 @@ impl Session {
         format: Format,
     ) -> Result<(Vec<DirEntry>, String), (u16, &'static str)> {
         let Some(asked) = asked else {
-            let (_, real) = self.resolve(".")?;
-            return match tokio::task::spawn_blocking(move || vfs::list_dir(&real)).await {
-                Ok(Ok(entries)) => Ok((entries, String::new())),
-                _ => Err((550, "No such directory")),
+            let here = self.cwd.clone();
+            return match self.in_home(move |home| home.list(&here)).await {
+                Ok(entries) => Ok((
+                    entries.into_iter().map(DirEntry::from).collect(),
+                    String::new(),
+                )),
+                Err(_) => Err((550, "No such directory")),
             };
         };
         let prefix = asked.rfind('/').map_or("", |slash| &asked[..=slash]);
-        let literal = self.resolve(asked);
-        if let Ok((virtual_path, real)) = &literal {
-            let name = virtual_path.file_name().unwrap_or("/").to_owned();
-            let real = real.clone();
+        let literal = self.locate(asked);
+        if let Ok(target) = &literal {
             enum Found {
-                Directory(Vec<DirEntry>),
-                File(DirEntry),
+                Directory(Vec<storage::Entry>),
+                File(storage::Entry),
             }
-            let found = tokio::task::spawn_blocking(move || {
-                let meta = std::fs::metadata(&real)?;
-                if meta.is_dir() {
-                    vfs::list_dir(&real).map(Found::Directory)
-                } else {
-                    Ok::<_, io::Error>(Found::File(DirEntry::new(name, &meta)))
-                }
-            })
-            .await;
+            let target = target.clone();
+            // A directory (links inside the home followed) is listed; anything
+            // else is described from its own lstat, a link as a link.
+            let found = self
+                .in_home(move |home| match home.list(&target) {
+                    Ok(entries) => Ok(Found::Directory(entries)),
+                    Err(StorageError::NotADirectory) => home.stat(&target).map(Found::File),
+                    Err(err) => Err(err),
+                })
+                .await;
             match found {
-                Ok(Ok(Found::Directory(entries))) => {
+                Ok(Found::Directory(entries)) => {
                     let inside = if asked.ends_with('/') {
                         asked.to_owned()
                     } else {
                         format!("{asked}/")
                     };
-                    return Ok((entries, inside));
+                    return Ok((entries.into_iter().map(DirEntry::from).collect(), inside));
                 }
-                Ok(Ok(Found::File(_))) if format == Format::Facts => {
+                Ok(Found::File(_)) if format == Format::Facts => {
                     return Err((501, "MLSD lists directories only"));
                 }
-                Ok(Ok(Found::File(file))) => return Ok((vec![file], prefix.to_owned())),
-                _ => {}
+                Ok(Found::File(file)) => return Ok((vec![file.into()], prefix.to_owned())),
+                Err(StorageError::InvalidName) => return Err((553, "File name not allowed")),
+                Err(StorageError::OutsideHome) => return Err((550, "Permission denied")),
+                Err(_) => {}
             }
         }
         let pattern = &asked[prefix.len()..];
         if format == Format::Facts || !pattern.contains(['*', '?']) {
-            return Err(literal.err().unwrap_or((550, "No such file or directory")));
+            return Err(match literal {
+                Err(StorageError::InvalidName) => (553, "File name not allowed"),
+                Err(StorageError::OutsideHome) => (550, "Permission denied"),
+                _ => (550, "No such file or directory"),
+            });
         }
-        let (_, real_dir) = self.resolve(if prefix.is_empty() { "." } else { prefix })?;
+        let Ok(dir) = self.locate(if prefix.is_empty() { "." } else { prefix }) else {
+            return Err((550, "No such directory"));
+        };
         let Some(wildcard) = listing::Wildcard::new(pattern) else {
             return Ok((Vec::new(), prefix.to_owned()));
         };
-        let matching = tokio::task::spawn_blocking(move || {
-            let mut entries = vfs::list_dir(&real_dir)?;
-            entries.retain(|entry| wildcard.matches(&entry.name));
-            Ok::<_, io::Error>(entries)
-        });
-        match matching.await {
-            Ok(Ok(entries)) => Ok((entries, prefix.to_owned())),
-            _ => Err((550, "No such directory")),
+        match self.in_home(move |home| home.list(&dir)).await {
+            Ok(entries) => Ok((
+                entries
+                    .into_iter()
+                    .filter(|entry| wildcard.matches(&entry.name))
+                    .map(DirEntry::from)
+                    .collect(),
+                prefix.to_owned(),
+            )),
+            Err(_) => Err((550, "No such directory")),
         }
     }
 
     async fn retrieve(&mut self, path: &str) -> io::Result<()> {
-        let (virtual_path, real) = match self.resolve(path) {
-            Ok(found) => found,
-            Err((code, text)) => return self.reply(code, text).await,
-        };
         let offset = std::mem::take(&mut self.restart);
-        let mut file = match open_plain_file(&real) {
-            Ok(file) => tokio::fs::File::from_std(file),
-            Err(_) => return self.reply(550, "No such file").await,
+        let opened = match self.locate(path) {
+            Ok(target) => {
+                let wanted = target.clone();
+                self.in_home(move |home| home.open_read(&wanted))
+                    .await
+                    .map(|(file, _)| (target, file))
+            }
+            Err(err) => Err(err),
+        };
+        let (virtual_path, mut file) = match opened {
+            Ok((target, file)) => (target, tokio::fs::File::from_std(file)),
+            Err(err) => return self.refuse(&err).await,
         };
         let ascii = self.transfer_type == TransferType::Ascii;
         if offset > 0 {
@@ -1428,26 +1504,27 @@ impl Session {
             StoreMode::Append => u64::MAX,
         };
         let existing = target.filter(std::fs::Metadata::is_file).map(|m| m.len());
-        let mut file = match open_partial(&partial, &real, existing, start, &quota).await {
-            Ok(file) => file,
-            Err(PartialError::Beyond(available)) => {
-                return self
-                    .reply(
-                        554,
-                        &format!("Invalid REST offset: only {available} bytes are there"),
-                    )
-                    .await;
-            }
-            Err(PartialError::Over(exceeded)) => {
-                return self
-                    .reply(552, &format!("Over your limit: {exceeded}"))
-                    .await;
-            }
-            Err(PartialError::Io(err)) => {
-                tracing::warn!(path = %partial.display(), %err, "cannot prepare an upload");
-                return self.reply(553, "Cannot create the file").await;
-            }
-        };
+        let mut file =
+            match open_partial(self.home(), virtual_path.clone(), existing, start, &quota).await {
+                Ok(file) => file,
+                Err(PartialError::Beyond(available)) => {
+                    return self
+                        .reply(
+                            554,
+                            &format!("Invalid REST offset: only {available} bytes are there"),
+                        )
+                        .await;
+                }
+                Err(PartialError::Over(exceeded)) => {
+                    return self
+                        .reply(552, &format!("Over your limit: {exceeded}"))
+                        .await;
+                }
+                Err(PartialError::Storage(err)) => {
+                    tracing::warn!(path = %partial.display(), %err, "cannot prepare an upload");
+                    return self.refuse(&err).await;
+                }
+            };
         let resumed_at = std::io::Seek::stream_position(&mut file).unwrap_or(0);
         let opening = match mode {
             StoreMode::Unique => format!("FILE: {name}"),
@@ -1603,6 +1680,28 @@ async fn discard_rest(data: &mut Stream) {
 
 const NO_DATA_CONNECTION: &str = "Use PASV, EPSV, PORT or EPRT first";
 
+/// The one table from storage errors to FTP replies. A full quota is 552
+/// whatever the command (RFC 959: "Requested file action aborted. Exceeded
+/// storage allocation").
+fn storage_reply(err: &StorageError) -> (u16, String) {
+    match err {
+        StorageError::NotFound => (550, "No such file or directory".to_owned()),
+        StorageError::Exists => (550, "That name is taken".to_owned()),
+        StorageError::NotADirectory => (550, "Not a directory".to_owned()),
+        StorageError::IsADirectory => (550, "Not a plain file: a directory".to_owned()),
+        StorageError::NotEmpty => (550, "The directory is not empty".to_owned()),
+        StorageError::NotPermitted(why) => (550, format!("Permission denied: {why}")),
+        StorageError::OutsideHome => (550, "Permission denied".to_owned()),
+        StorageError::ByteQuota { .. } | StorageError::FileQuota { .. } => {
+            (552, format!("Exceeded storage allocation: {err}"))
+        }
+        StorageError::InvalidName => (553, "File name not allowed".to_owned()),
+        StorageError::Unsupported | StorageError::Io(_) => {
+            (451, "Local error in processing".to_owned())
+        }
+    }
+}
+
 /// The reply for a path that cannot be used.
 fn refusal(err: VfsError) -> (u16, &'static str) {
     match err {
@@ -1631,21 +1730,6 @@ enum StoreMode {
     Append,
     /// STOU: store under a name that is not taken.
     Unique,
-}
-
-/// Opens `path` for reading if it is a plain file. The open does not block:
-/// a named pipe in a home would otherwise hold the runtime's worker until
-/// something wrote to it (reading a plain file ignores the flag).
-fn open_plain_file(path: &Path) -> io::Result<std::fs::File> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    if file.metadata()?.is_file() {
-        Ok(file)
-    } else {
-        Err(io::Error::other("not a plain file"))
-    }
 }
 
 /// Removes the partial file of an upload whose data connection never came,
@@ -1763,7 +1847,7 @@ enum PartialError {
     /// The partial file would pass the file limit, or copying the target's
     /// bytes into it the quota.
     Over(QuotaExceeded),
-    Io(io::Error),
+    Storage(StorageError),
 }
 
 /// Opens the partial file of an upload, positioned where the client's bytes
@@ -1774,13 +1858,13 @@ enum PartialError {
 /// bytes. Bytes copied are charged to the quota; bytes cut are refunded; a
 /// new partial file counts as an entry.
 async fn open_partial(
-    partial: &Path,
-    target: &Path,
+    home: Home,
+    target: VirtualPath,
     existing: Option<u64>,
     start: u64,
     quota: &QuotaWriter,
 ) -> Result<std::fs::File, PartialError> {
-    let kept = std::fs::metadata(partial).ok().map(|m| m.len());
+    let kept = home.partial_len(&target).map_err(PartialError::Storage)?;
     let (copy, keep) = match (kept, existing) {
         (Some(len), _) if start == u64::MAX || start <= len => (false, start.min(len)),
         (Some(len), _) => return Err(PartialError::Beyond(len)),
@@ -1805,29 +1889,24 @@ async fn open_partial(
     } else if let Some(len) = kept {
         quota.refund(len - keep);
     }
-    let (partial, target) = (partial.to_owned(), target.to_owned());
-    let prepare = move || -> io::Result<std::fs::File> {
+    let prepare = move || -> storage::Result<std::fs::File> {
         use std::io::{Read, Seek};
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&partial)?;
-        let prepared = (|| {
+        let mut partial = home.open_partial(&target)?;
+        let file = &mut partial.file;
+        let prepared = (|| -> storage::Result<()> {
             if copy {
                 file.set_len(0)?;
-                let mut source = std::fs::File::open(&target)?.take(keep);
-                std::io::copy(&mut source, &mut file)?;
+                let (source, _) = home.open_read(&target)?;
+                std::io::copy(&mut source.take(keep), file)?;
             }
             file.set_len(keep)?;
             file.seek(std::io::SeekFrom::Start(keep))?;
             Ok(())
         })();
         match prepared {
-            Ok(()) => Ok(file),
+            Ok(()) => Ok(partial.file),
             Err(err) => {
-                let _ = std::fs::remove_file(&partial);
+                let _ = partial.discard();
                 Err(err)
             }
         }
@@ -1839,7 +1918,7 @@ async fn open_partial(
     let opened = if copy || cut {
         tokio::task::spawn_blocking(prepare)
             .await
-            .map_err(io::Error::other)
+            .map_err(|err| StorageError::Io(io::Error::other(err)))
             .and_then(|opened| opened)
     } else {
         prepare()
@@ -1853,7 +1932,7 @@ async fn open_partial(
             if new_entry {
                 quota.remove_entry();
             }
-            Err(PartialError::Io(err))
+            Err(PartialError::Storage(err))
         }
     }
 }

@@ -4,6 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::quota::QuotaExceeded;
+use crate::storage::StorageError;
 use crate::users::UserError;
 use crate::vfs::VfsError;
 
@@ -26,6 +27,8 @@ pub enum FileError {
     BadUpload(String),
     #[error("your account is no longer valid")]
     Account(#[from] UserError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     #[error("the server could not do it: {0}")]
     Io(std::io::Error),
 }
@@ -60,6 +63,21 @@ impl IntoResponse for FileError {
             FileError::BadName(_) | FileError::BadUpload(_) => StatusCode::BAD_REQUEST,
             FileError::Conflict(_) => StatusCode::CONFLICT,
             FileError::Quota(_) => StatusCode::INSUFFICIENT_STORAGE,
+            FileError::Storage(err) => match err {
+                StorageError::NotFound => StatusCode::NOT_FOUND,
+                StorageError::Exists
+                | StorageError::NotADirectory
+                | StorageError::IsADirectory
+                | StorageError::NotEmpty => StatusCode::CONFLICT,
+                StorageError::NotPermitted(_) | StorageError::OutsideHome => StatusCode::FORBIDDEN,
+                StorageError::ByteQuota { .. } | StorageError::FileQuota { .. } => {
+                    StatusCode::INSUFFICIENT_STORAGE
+                }
+                StorageError::InvalidName => StatusCode::BAD_REQUEST,
+                StorageError::Unsupported | StorageError::Io(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::warn!(error = %self, "file request failed");

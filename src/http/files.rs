@@ -1,23 +1,24 @@
 //! The file browser: each signed-in user's home, through the same jail
 //! ([`crate::vfs`]), permissions and quotas ([`crate::quota`]) as FTP.
 //!
-//! Browsing and downloading are plain links and work without JavaScript;
-//! downloads go through tower-http's `ServeFile`, so `Range` requests (resumed
-//! downloads) and conditional requests work. Uploads are multipart, streamed to
+//! Browsing and downloading are plain links and work without JavaScript.
+//! Browsing and downloads go through the storage layer ([`crate::storage`]):
+//! the file is opened from the home's descriptor with `openat2`, listings
+//! describe links as links, and the opened file is streamed in large chunks,
+//! honouring a single `Range` (resumed downloads). Uploads are multipart, streamed to
 //! a hidden temporary file in the target directory chunk by chunk, each chunk
 //! charged to the quota before it is written, and renamed over the target only
 //! when complete: an interrupted upload never damages what was there.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use axum::Json;
 use axum::extract::{Multipart, Query, Request, State};
+use axum::http::StatusCode;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
-use tower::ServiceExt;
-use tower_http::services::ServeFile;
 
 use super::AppState;
 use super::assets::{escape, page_with_scripts};
@@ -25,14 +26,17 @@ use super::auth::{Protected, SignedIn, percent_encode};
 use super::error::FileError;
 use super::session::Session;
 use crate::quota::{self, Usage};
+use crate::storage::{self, StorageError};
 use crate::users::{Permissions, User};
 use crate::vfs::{self, DirEntry, Jail, UPLOAD_PREFIX, VirtualPath};
 use crate::{size, stats};
 
-/// A signed-in user's home: their account as it is now, and its jail.
+/// A signed-in user's home: their account as it is now, its jail, and
+/// the home held open for the storage layer.
 struct Home {
     user: User,
     jail: Jail,
+    files: storage::Home,
 }
 
 impl Home {
@@ -40,7 +44,21 @@ impl Home {
         let user = state.users().find(&session.user)?;
         std::fs::create_dir_all(&user.home)?;
         let jail = Jail::new(&user.home)?;
-        Ok(Home { user, jail })
+        let files = storage::Home::open(jail.root())?;
+        Ok(Home { user, jail, files })
+    }
+
+    /// Runs `operation` on the home in one hop to the blocking pool (the
+    /// storage layer's blocking policy).
+    async fn in_home<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&storage::Home) -> storage::Result<T> + Send + 'static,
+    ) -> Result<T, FileError> {
+        let files = self.files.clone();
+        let done = tokio::task::spawn_blocking(move || operation(&files))
+            .await
+            .map_err(|err| FileError::Io(std::io::Error::other(err)))?;
+        Ok(done?)
     }
 
     /// A write counted against the user's limits (see `crate::quota`).
@@ -126,33 +144,71 @@ async fn serve(
 ) -> Result<Response, FileError> {
     let home = Home::of(state, session)?;
     home.require(|p| p.read, "read")?;
-    let (virtual_path, real) = home.locate(path)?;
-    let meta = tokio::fs::metadata(&real).await?;
-    if meta.is_dir() {
-        if !request.uri().path().ends_with('/') {
-            return Ok(Redirect::permanent(&format!("{}/", request.uri().path())).into_response());
+    let virtual_path = VirtualPath::root().join(path)?;
+    let wanted = virtual_path.clone();
+    let found = home
+        .in_home(move |files| match files.open_read(&wanted) {
+            Ok((file, entry)) => Ok(Found::File(file, entry)),
+            Err(StorageError::IsADirectory) => files.list(&wanted).map(Found::Directory),
+            Err(err) => Err(err),
+        })
+        .await?;
+    let (file, entry) = match found {
+        Found::File(file, entry) => (file, entry),
+        Found::Directory(entries) => {
+            if !request.uri().path().ends_with('/') {
+                return Ok(
+                    Redirect::permanent(&format!("{}/", request.uri().path())).into_response()
+                );
+            }
+            let mut entries: Vec<DirEntry> = entries.into_iter().map(DirEntry::from).collect();
+            entries.sort_by(|a, b| b.dir.cmp(&a.dir).then_with(|| a.name.cmp(&b.name)));
+            // Shown beside the limits; a home that cannot be counted just
+            // shows them alone.
+            let used = state
+                .quotas()
+                .used(&home.user.name, home.jail.root(), home.user.limits())
+                .await
+                .ok()
+                .flatten();
+            return Ok(listing(session, &home, &virtual_path, &entries, used));
         }
-        let entries = tokio::task::spawn_blocking(move || list(&real))
-            .await
-            .map_err(|err| FileError::Io(std::io::Error::other(err)))??;
-        // Shown beside the limits; a home that cannot be counted just
-        // shows them alone.
-        let used = state
-            .quotas()
-            .used(&home.user.name, home.jail.root(), home.user.limits())
-            .await
-            .ok()
-            .flatten();
-        return Ok(listing(session, &home, &virtual_path, &entries, used));
+    };
+    let range = request
+        .headers()
+        .get(header::RANGE)
+        .and_then(|value| value.to_str().ok());
+    let mut response = match byte_range(range, entry.size) {
+        Err(Unsatisfiable) => {
+            let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{}", entry.size)) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return Ok(response);
+        }
+        Ok(None) => file_response(StatusCode::OK, file, 0, entry.size),
+        Ok(Some((first, last))) => {
+            let mut response =
+                file_response(StatusCode::PARTIAL_CONTENT, file, first, last + 1 - first);
+            if let Ok(value) =
+                HeaderValue::from_str(&format!("bytes {first}-{last}/{}", entry.size))
+            {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            response
+        }
+    };
+    let mime = mime_guess::from_path(&entry.name).first_or_octet_stream();
+    if let Ok(value) = HeaderValue::from_str(mime.as_ref()) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
     }
+    response
+        .headers_mut()
+        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let download = request
         .uri()
         .query()
         .is_some_and(|q| q.split('&').any(|p| p == "download"));
-    let mut response = match ServeFile::new(&real).oneshot(request).await {
-        Ok(response) => response.into_response(),
-        Err(never) => match never {},
-    };
     if download && let Some(name) = virtual_path.file_name() {
         let disposition = format!("attachment; filename*=UTF-8''{}", percent_encode(name));
         if let Ok(value) = HeaderValue::from_str(&disposition) {
@@ -164,11 +220,82 @@ async fn serve(
     Ok(response)
 }
 
-/// The directory's entries, directories first.
-fn list(dir: &Path) -> std::io::Result<Vec<DirEntry>> {
-    let mut entries = vfs::list_dir(dir)?;
-    entries.sort_by(|a, b| b.dir.cmp(&a.dir).then_with(|| a.name.cmp(&b.name)));
-    Ok(entries)
+/// What a browsed path turned out to be, opened through the storage layer.
+enum Found {
+    File(std::fs::File, storage::Entry),
+    Directory(Vec<storage::Entry>),
+}
+
+/// A `Range` header that no byte of the file satisfies (416).
+#[derive(Debug, PartialEq, Eq)]
+struct Unsatisfiable;
+
+/// The one byte range (first and last byte, inclusive) a `Range` header asks
+/// of a file of `len` bytes: `None` for the whole file (no header, or one
+/// this server does not take, such as several ranges, which RFC 9110 lets a
+/// server ignore).
+fn byte_range(header: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return Ok(None);
+    };
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (first, last) = (first.trim(), last.trim());
+    let (first, last) = match (first.parse::<u64>(), last.parse::<u64>()) {
+        (Ok(first), Ok(last)) if first <= last => (first, last.min(len.saturating_sub(1))),
+        (Ok(first), Err(_)) if last.is_empty() => (first, len.saturating_sub(1)),
+        (Err(_), Ok(suffix)) if first.is_empty() => {
+            if suffix == 0 {
+                return Err(Unsatisfiable);
+            }
+            (len.saturating_sub(suffix), len.saturating_sub(1))
+        }
+        _ => return Ok(None),
+    };
+    if first >= len {
+        return Err(Unsatisfiable);
+    }
+    Ok(Some((first, last)))
+}
+
+/// How much of a download is read from the file at a time.
+const DOWNLOAD_CHUNK: usize = 256 * 1024;
+
+/// A response of `status` carrying `len` bytes of `file` from `start`, read
+/// in large chunks as the client takes them.
+fn file_response(status: StatusCode, mut file: std::fs::File, start: u64, len: u64) -> Response {
+    use tokio::io::AsyncReadExt;
+    // lseek only moves the descriptor's offset: it does not touch the disk.
+    if let Err(err) = std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start)) {
+        return FileError::Io(err).into_response();
+    }
+    let chunks = futures::stream::try_unfold(
+        (tokio::fs::File::from_std(file), len),
+        |(mut file, remaining)| async move {
+            if remaining == 0 {
+                return Ok::<_, std::io::Error>(None);
+            }
+            let want = usize::try_from(remaining).map_or(DOWNLOAD_CHUNK, |r| r.min(DOWNLOAD_CHUNK));
+            let mut chunk = bytes::BytesMut::zeroed(want);
+            let read = file.read(&mut chunk).await?;
+            if read == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+            chunk.truncate(read);
+            let read = read as u64;
+            Ok(Some((chunk.freeze(), (file, remaining - read))))
+        },
+    );
+    let mut response = axum::body::Body::from_stream(chunks).into_response();
+    *response.status_mut() = status;
+    if let Ok(value) = HeaderValue::from_str(&len.to_string()) {
+        response.headers_mut().insert(header::CONTENT_LENGTH, value);
+    }
+    response
 }
 
 fn listing(
@@ -557,5 +684,23 @@ mod tests {
             assert!(valid_file_name(bad).is_err(), "{bad:?}");
         }
         assert!(valid_file_name(&"x".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn byte_ranges_follow_rfc_9110() {
+        let range = |header| byte_range(Some(header), 100);
+        assert_eq!(byte_range(None, 100), Ok(None));
+        assert_eq!(range("bytes=10-19"), Ok(Some((10, 19))));
+        assert_eq!(range("bytes=90-"), Ok(Some((90, 99))));
+        assert_eq!(range("bytes=90-500"), Ok(Some((90, 99))));
+        assert_eq!(range("bytes=-30"), Ok(Some((70, 99))));
+        assert_eq!(range("bytes=-300"), Ok(Some((0, 99))));
+        assert_eq!(range("bytes=100-"), Err(Unsatisfiable));
+        assert_eq!(range("bytes=-0"), Err(Unsatisfiable));
+        assert_eq!(byte_range(Some("bytes=0-"), 0), Err(Unsatisfiable));
+        // Not taken: served whole.
+        for ignored in ["bytes=5-1", "bytes=0-1,5-9", "items=0-1", "bytes=x-y"] {
+            assert_eq!(range(ignored), Ok(None), "{ignored}");
+        }
     }
 }

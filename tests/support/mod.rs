@@ -4,6 +4,9 @@
 //! Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod console_client;
+pub mod ftp_client;
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
