@@ -280,6 +280,75 @@ async fn only_admins_see_the_dashboard_and_status() {
     );
 }
 
+/// Runs `sockit user ARGS` on the console's data dir, as an operator would
+/// while the server runs.
+fn sockit_user(console: &Console, args: &[&str], stdin: &[u8]) {
+    let data_dir = console._data.path().to_str().unwrap();
+    let mut all = vec!["user", "--data-dir", data_dir];
+    all.extend_from_slice(args);
+    let output = run_sockit(&all, stdin);
+    assert!(output.status.success(), "sockit {all:?}: {output:?}");
+}
+
+#[tokio::test]
+async fn user_changes_end_that_users_sessions_at_the_next_request() {
+    let console = Console::new();
+    let alice = console.sign_in("alice").await;
+    let admin = console.sign_in("admin").await;
+    let dave = console.sign_in("dave").await;
+    let bob = console.sign_in("bob").await;
+    let mkdir = r#"{"dir":"/","name":"made"}"#;
+    assert_eq!(
+        console
+            .post_json("/api/mkdir", &alice, Some(&alice.1), mkdir)
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        console.get("/api/status", Some(&admin.0)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        console.get("/files/", Some(&dave.0)).await.0,
+        StatusCode::OK
+    );
+
+    sockit_user(
+        &console,
+        &["passwd", "alice", "--password-stdin"],
+        b"new
+",
+    );
+    sockit_user(&console, &["set", "admin", "--no-admin"], b"");
+    sockit_user(&console, &["del", "dave"], b"");
+
+    let mkdir = r#"{"dir":"/","name":"again"}"#;
+    assert_eq!(
+        console
+            .post_json("/api/mkdir", &alice, Some(&alice.1), mkdir)
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "the old password's session"
+    );
+    assert_eq!(
+        console.get("/files/", Some(&alice.0)).await.0,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        console.get("/api/status", Some(&admin.0)).await.0,
+        StatusCode::UNAUTHORIZED,
+        "the former admin's session"
+    );
+    let (status, headers, _) = console.get("/files/", Some(&dave.0)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "the deleted user's session");
+    assert_eq!(headers["location"], "/login?next=/files/");
+    assert_eq!(
+        console.get("/files/", Some(&bob.0)).await.0,
+        StatusCode::OK,
+        "an unchanged user stays signed in"
+    );
+}
+
 #[tokio::test]
 async fn state_changes_need_the_session_csrf_token() {
     let console = Console::new();

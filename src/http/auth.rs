@@ -70,13 +70,23 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// The request's live session, checked against the user store: a session
+/// whose user was deleted, or whose password or admin flag changed since
+/// sign-in, is ended here, at its next request.
 fn session_of(headers: &HeaderMap, state: &AppState) -> Option<(String, Session)> {
     let cookies = headers.get_all(header::COOKIE);
-    cookies
+    let (token, session) = cookies
         .iter()
         .filter_map(|value| value.to_str().ok())
         .filter_map(session::token_from_cookie_header)
-        .find_map(|token| Some((token.to_owned(), state.sessions().find(token)?)))
+        .find_map(|token| Some((token.to_owned(), state.sessions().find(token)?)))?;
+    match state.users().find(&session.user) {
+        Ok(current) if session.still_valid_for(&current) => Some((token, session)),
+        _ => {
+            state.sessions().end(&token);
+            None
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for SignedIn {
@@ -217,7 +227,7 @@ pub async fn login(
     match checked {
         Ok(Ok(user)) => {
             state.throttle().success(peer.ip());
-            let token = state.sessions().create(&user.name, user.admin);
+            let token = state.sessions().create(&user);
             stats::record(
                 "http",
                 "login",
