@@ -248,6 +248,27 @@ async fn the_session_cookie_is_http_only_and_strict() {
 }
 
 #[tokio::test]
+async fn sign_in_follows_only_same_origin_paths() {
+    let console = Console::new();
+    // Form values, as a crafted link or form would send them.
+    for (next, expected) in [
+        ("/files/docs/", "/files/docs/"),
+        ("/%09/evil.example/", "/"),
+        ("/%2509/evil.example/", "/"),
+        ("//evil", "/"),
+        ("/%5Cevil", "/"),
+        ("https://evil", "/"),
+        ("https%3A%2F%2Fevil", "/"),
+    ] {
+        let response = console
+            .post_login(&format!("user=admin&password=nimda&next={next}"), &[])
+            .await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{next}");
+        assert_eq!(response.headers()["location"], expected, "next={next}");
+    }
+}
+
+#[tokio::test]
 async fn a_cross_site_sign_in_is_refused() {
     let console = Console::new();
     let response = console

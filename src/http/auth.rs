@@ -193,9 +193,24 @@ fn cross_site(headers: &HeaderMap) -> bool {
     origin == "null" || !origin_host.eq_ignore_ascii_case(host)
 }
 
-/// Only same-site paths are followed after sign-in: never `//host` or a URL.
+/// Only same-origin paths are followed after sign-in: anything else goes to
+/// `/`. Browsers drop tabs and newlines from a `Location` and read `\\` as
+/// `/`, so `/\t/evil.example` and `/\\evil` lead off-site as `//evil` does;
+/// the same checks are made after one more round of percent-decoding, for
+/// whatever decodes the path again on its way.
 fn safe_next(next: &str) -> &str {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+    let same_origin_path = |path: &[u8]| {
+        path.starts_with(b"/")
+            && !path.windows(2).any(|pair| pair == b"//")
+            && !path
+                .iter()
+                .any(|&byte| byte == b'\\' || byte.is_ascii_control())
+    };
+    let no_unicode_controls = !next.chars().any(char::is_control);
+    if no_unicode_controls
+        && same_origin_path(next.as_bytes())
+        && same_origin_path(&percent_decode(next))
+    {
         next
     } else {
         "/"
@@ -286,6 +301,31 @@ pub async fn logout(
         .into_response()
 }
 
+/// Decodes `%XX` escapes; a `%` not followed by two hex digits stays as it is.
+fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let escaped = bytes
+            .get(at + 1..at + 3)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .filter(|_| bytes[at] == b'%')
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                at += 3;
+            }
+            None => {
+                out.push(bytes[at]);
+                at += 1;
+            }
+        }
+    }
+    out
+}
+
 /// Percent-encodes everything but unreserved characters and `/`.
 pub fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -306,10 +346,18 @@ mod tests {
     #[test]
     fn only_same_site_paths_are_followed() {
         assert_eq!(safe_next("/files/docs"), "/files/docs");
+        assert_eq!(safe_next("/files/a%20b/"), "/files/a%20b/");
         for bad in [
             "//evil.example/",
             "https://evil.example/",
             "/\\evil",
+            "/\t/evil.example/",
+            "/\n/evil.example/",
+            "/\u{85}/evil.example/",
+            "/%09/evil.example/",
+            "/%2F/evil.example/",
+            "/%5Cevil",
+            "/files//x",
             "files",
             "",
         ] {
@@ -328,6 +376,11 @@ mod tests {
         assert!(cross_site(&headers));
         headers.insert(header::ORIGIN, "null".parse().unwrap());
         assert!(cross_site(&headers));
+    }
+
+    #[test]
+    fn percent_decoding_leaves_stray_percent_signs() {
+        assert_eq!(percent_decode("/a%20b%2f%zz%4"), b"/a b/%zz%4");
     }
 
     #[test]
