@@ -529,6 +529,37 @@ async fn upload(
 }
 
 #[tokio::test]
+async fn an_uploaded_page_cannot_script_the_console() {
+    let console = Console::new();
+    let alice = console.sign_in("alice").await;
+    let page = b"<html><script>fetch('/api/delete')</script></html>";
+    let picture = b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>";
+    assert_eq!(
+        upload(
+            &console,
+            &alice,
+            "/",
+            &[("x.html", page), ("x.svg", picture)]
+        )
+        .await,
+        StatusCode::OK
+    );
+    for file in ["/files/x.html", "/files/x.svg", "/files/x.html?download"] {
+        let (status, headers, body) = console.get(file, Some(&alice.0)).await;
+        assert_eq!(status, StatusCode::OK, "{file}");
+        assert!(body.contains("<script>"), "{file} is served as uploaded");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{file}");
+        assert_eq!(headers["content-security-policy"], "sandbox", "{file}");
+    }
+    // The console's own pages keep their own policy.
+    let (status, headers, _) = console.get("/files/", Some(&alice.0)).await;
+    assert_eq!(status, StatusCode::OK);
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.starts_with("default-src 'self'"), "{policy}");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+}
+
+#[tokio::test]
 async fn a_file_limit_counts_uploads_and_directories_but_lets_a_file_be_replaced() {
     let console = Console::new();
     let dave = console.sign_in("dave").await;
