@@ -334,6 +334,39 @@ fn a_command_that_outlives_the_timeout_dies_with_its_children() {
     exec.server.wait_for_stderr("status=\"timed_out\"");
 }
 
+/// Live processes whose command line is exactly `argv`.
+fn running(argv: &[&str]) -> Vec<i32> {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|arg| [arg.as_bytes(), b"\0"].concat())
+        .collect();
+    processes()
+        .into_iter()
+        .filter(|(_, state, ..)| state != "Z")
+        .filter(|(pid, ..)| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|line| line == wanted)
+        })
+        .map(|(pid, ..)| pid)
+        .collect()
+}
+
+#[test]
+fn processes_that_leave_the_group_die_with_the_command() {
+    let exec = Exec::start("timeout = \"2s\"");
+    // `setsid -f` forks a child into a new session and exits at once.
+    let output = exec.run(&["--", "setsid", "-f", "sleep", "4141"]);
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    eventually("the escaped sleep after the command ended", || {
+        running(&["sleep", "4141"]).is_empty()
+    });
+    // The same from a command that runs on into its timeout.
+    let output = exec.run(&["--shell", "setsid -f sleep 4142; sleep 300"]);
+    assert_eq!(code(&output), 137, "{}", text(&output.stderr));
+    eventually("the escaped sleep after the timeout", || {
+        running(&["sleep", "4142"]).is_empty()
+    });
+}
+
 /// Polls until `done` holds; fails the test after [`PATIENCE`].
 fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let start = std::time::Instant::now();

@@ -9,6 +9,7 @@
 //! groups, killing and reaping); [`client`] is what `sockit exec` runs. The
 //! threat model and the message formats are in `docs/protocol.md`.
 
+pub mod cgroup;
 pub mod channel;
 pub mod client;
 pub mod keys;
