@@ -653,6 +653,26 @@ fn a_flipped_bit_in_any_frame_closes_the_connection() {
 }
 
 #[test]
+fn no_shell_without_an_allow_list_is_warned_about_because_env_reaches_one() {
+    let exec = Exec::start("shell = false");
+    exec.server
+        .wait_for_stderr("shell = false without an allow list does not stop shell commands");
+    // What the warning says: a shell is one `env` away.
+    let output = exec.run(&["--", "env", "sh", "-c", "echo from a shell"]);
+    assert_eq!(text(&output.stdout), "from a shell\n");
+    // With an allow list the same is refused.
+    let exec = Exec::start("shell = false\nallow = [\"echo\"]");
+    let output = exec.run(&["--", "env", "sh", "-c", "echo from a shell"]);
+    assert_ne!(code(&output), 0);
+    assert_eq!(text(&output.stdout), "");
+    assert!(
+        !exec.server.stderr().contains("without an allow list"),
+        "{}",
+        exec.server.stderr()
+    );
+}
+
+#[test]
 fn the_allow_list_and_no_shell_hold_against_evasions() {
     let exec = Exec::start("shell = false\nallow = [\"echo\", \"ls\"]");
     let marker = exec.work("marker");
