@@ -463,6 +463,8 @@ fn an_unknown_key_is_rejected_and_nothing_runs() {
     );
     assert!(!marker.exists(), "the command ran");
     exec.server.wait_for_stderr("unknown client key");
+    exec.server
+        .wait_for_stderr("login failed: service=exec peer=127.0.0.1 user=\"SHA256:");
 }
 
 #[test]

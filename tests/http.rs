@@ -875,6 +875,18 @@ fn a_real_server_answers_curl_and_counts_echo_connections() {
     let base = format!("http://{}", server.address("http", "tcp"));
     assert_eq!(curl(&[&format!("{base}/hello")]), "Hello, World");
     assert_eq!(curl(&[&format!("{base}/healthz")]), "ok");
+    let refused = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--data",
+        "user=x%20peer%3D9.9.9.9&password=no",
+        &format!("{base}/login"),
+    ]);
+    assert_eq!(refused, "401");
+    server.wait_for_stderr(r#"login failed: service=http peer=127.0.0.1 user="x peer=9.9.9.9""#);
     let admin = CurlSession::sign_in(&base, "admin", &server.admin_password());
 
     let status = || -> serde_json::Value {

@@ -264,6 +264,7 @@ pub async fn login(
         }
         _ => {
             let delay = state.throttle().failure(peer.ip());
+            crate::throttle::log_failure("http", peer.ip(), &form.user);
             stats::counter("sockit_auth_failures_total", &[("service", "http")])
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             stats::record(
