@@ -7,6 +7,9 @@
 //! is applied by the session that failed, never by a shared lock, so other
 //! clients are not slowed down. A success clears the address's record.
 //!
+//! Every failure is also logged by [`log_failure`], in one line of one form
+//! for all services, for log watchers such as fail2ban.
+//!
 //! The table is bounded: records of addresses that have been quiet for the
 //! whole window are dropped, and when it is full the oldest record goes.
 
@@ -16,6 +19,16 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// Logs a failed login as one line, `login failed: service=S peer=ADDR
+/// user="NAME"`, the form log watchers match on (docs/security.md). The
+/// peer comes before the user name, which the client chose: it is quoted
+/// and escaped (and cut to 64 characters), so it cannot fake a `peer=` or
+/// end the line.
+pub fn log_failure(service: &str, peer: impl std::fmt::Display, user: &str) {
+    let user: String = user.chars().take(64).collect();
+    tracing::warn!("login failed: service={service} peer={peer} user={user:?}");
+}
 
 /// How hard to throttle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

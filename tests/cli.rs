@@ -851,3 +851,24 @@ fn verbosity_flags_and_rust_log_change_the_log() {
         "RUST_LOG wins: {verbose}"
     );
 }
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/sockit.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/sockit serve"));
+    // Verified against the binary under test, where it is installed.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sockit.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/sockit", support::BIN)).unwrap();
+    let output = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze is installed (scripts/test installs systemd)");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "", "warnings");
+}

@@ -383,6 +383,39 @@ fn a_command_that_outlives_the_timeout_dies_with_its_children() {
     exec.server.wait_for_stderr("status=\"timed_out\"");
 }
 
+/// Live processes whose command line is exactly `argv`.
+fn running(argv: &[&str]) -> Vec<i32> {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|arg| [arg.as_bytes(), b"\0"].concat())
+        .collect();
+    processes()
+        .into_iter()
+        .filter(|(_, state, ..)| state != "Z")
+        .filter(|(pid, ..)| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|line| line == wanted)
+        })
+        .map(|(pid, ..)| pid)
+        .collect()
+}
+
+#[test]
+fn processes_that_leave_the_group_die_with_the_command() {
+    let exec = Exec::start("timeout = \"2s\"");
+    // `setsid -f` forks a child into a new session and exits at once.
+    let output = exec.run(&["--", "setsid", "-f", "sleep", "4141"]);
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    eventually("the escaped sleep after the command ended", || {
+        running(&["sleep", "4141"]).is_empty()
+    });
+    // The same from a command that runs on into its timeout.
+    let output = exec.run(&["--shell", "setsid -f sleep 4142; sleep 300"]);
+    assert_eq!(code(&output), 137, "{}", text(&output.stderr));
+    eventually("the escaped sleep after the timeout", || {
+        running(&["sleep", "4142"]).is_empty()
+    });
+}
+
 /// Polls until `done` holds; fails the test after [`PATIENCE`].
 fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
@@ -479,6 +512,8 @@ fn an_unknown_key_is_rejected_and_nothing_runs() {
     );
     assert!(!marker.exists(), "the command ran");
     exec.server.wait_for_stderr("unknown client key");
+    exec.server
+        .wait_for_stderr("login failed: service=exec peer=127.0.0.1 user=\"SHA256:");
 }
 
 #[test]
@@ -666,6 +701,26 @@ fn a_flipped_bit_in_any_frame_closes_the_connection() {
             assert_eq!(text(&output.stdout), "", "frame {index} {direction:?}");
         }
     }
+}
+
+#[test]
+fn no_shell_without_an_allow_list_is_warned_about_because_env_reaches_one() {
+    let exec = Exec::start("shell = false");
+    exec.server
+        .wait_for_stderr("shell = false without an allow list does not stop shell commands");
+    // What the warning says: a shell is one `env` away.
+    let output = exec.run(&["--", "env", "sh", "-c", "echo from a shell"]);
+    assert_eq!(text(&output.stdout), "from a shell\n");
+    // With an allow list the same is refused.
+    let exec = Exec::start("shell = false\nallow = [\"echo\"]");
+    let output = exec.run(&["--", "env", "sh", "-c", "echo from a shell"]);
+    assert_ne!(code(&output), 0);
+    assert_eq!(text(&output.stdout), "");
+    assert!(
+        !exec.server.stderr().contains("without an allow list"),
+        "{}",
+        exec.server.stderr()
+    );
 }
 
 #[test]

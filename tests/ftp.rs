@@ -189,6 +189,7 @@ fn a_wrong_password_and_a_read_only_user_are_refused() {
     std::fs::write(server.data_dir().join("homes/reader/keep.txt"), b"precious").unwrap();
     let wrong = curl(&["--list-only", &format!("ftp://reader:nope@{addr}/")]);
     assert!(!wrong.status.success());
+    server.wait_for_stderr("login failed: service=ftp peer=127.0.0.1 user=\"reader\"");
     assert!(
         String::from_utf8_lossy(&wrong.stderr).contains("530"),
         "{}",

@@ -248,6 +248,27 @@ async fn the_session_cookie_is_http_only_and_strict() {
 }
 
 #[tokio::test]
+async fn sign_in_follows_only_same_origin_paths() {
+    let console = Console::new();
+    // Form values, as a crafted link or form would send them.
+    for (next, expected) in [
+        ("/files/docs/", "/files/docs/"),
+        ("/%09/evil.example/", "/"),
+        ("/%2509/evil.example/", "/"),
+        ("//evil", "/"),
+        ("/%5Cevil", "/"),
+        ("https://evil", "/"),
+        ("https%3A%2F%2Fevil", "/"),
+    ] {
+        let response = console
+            .post_login(&format!("user=admin&password=nimda&next={next}"), &[])
+            .await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{next}");
+        assert_eq!(response.headers()["location"], expected, "next={next}");
+    }
+}
+
+#[tokio::test]
 async fn a_cross_site_sign_in_is_refused() {
     let console = Console::new();
     let response = console
@@ -277,6 +298,75 @@ async fn only_admins_see_the_dashboard_and_status() {
     assert_eq!(
         console.get("/api/status", Some(&admin.0)).await.0,
         StatusCode::OK
+    );
+}
+
+/// Runs `sockit user ARGS` on the console's data dir, as an operator would
+/// while the server runs.
+fn sockit_user(console: &Console, args: &[&str], stdin: &[u8]) {
+    let data_dir = console._data.path().to_str().unwrap();
+    let mut all = vec!["user", "--data-dir", data_dir];
+    all.extend_from_slice(args);
+    let output = run_sockit(&all, stdin);
+    assert!(output.status.success(), "sockit {all:?}: {output:?}");
+}
+
+#[tokio::test]
+async fn user_changes_end_that_users_sessions_at_the_next_request() {
+    let console = Console::new();
+    let alice = console.sign_in("alice").await;
+    let admin = console.sign_in("admin").await;
+    let dave = console.sign_in("dave").await;
+    let bob = console.sign_in("bob").await;
+    let mkdir = r#"{"dir":"/","name":"made"}"#;
+    assert_eq!(
+        console
+            .post_json("/api/mkdir", &alice, Some(&alice.1), mkdir)
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        console.get("/api/status", Some(&admin.0)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        console.get("/files/", Some(&dave.0)).await.0,
+        StatusCode::OK
+    );
+
+    sockit_user(
+        &console,
+        &["passwd", "alice", "--password-stdin"],
+        b"new
+",
+    );
+    sockit_user(&console, &["set", "admin", "--no-admin"], b"");
+    sockit_user(&console, &["del", "dave"], b"");
+
+    let mkdir = r#"{"dir":"/","name":"again"}"#;
+    assert_eq!(
+        console
+            .post_json("/api/mkdir", &alice, Some(&alice.1), mkdir)
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "the old password's session"
+    );
+    assert_eq!(
+        console.get("/files/", Some(&alice.0)).await.0,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        console.get("/api/status", Some(&admin.0)).await.0,
+        StatusCode::UNAUTHORIZED,
+        "the former admin's session"
+    );
+    let (status, headers, _) = console.get("/files/", Some(&dave.0)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "the deleted user's session");
+    assert_eq!(headers["location"], "/login?next=/files/");
+    assert_eq!(
+        console.get("/files/", Some(&bob.0)).await.0,
+        StatusCode::OK,
+        "an unchanged user stays signed in"
     );
 }
 
@@ -436,6 +526,37 @@ async fn upload(
         )
         .await
         .status()
+}
+
+#[tokio::test]
+async fn an_uploaded_page_cannot_script_the_console() {
+    let console = Console::new();
+    let alice = console.sign_in("alice").await;
+    let page = b"<html><script>fetch('/api/delete')</script></html>";
+    let picture = b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>";
+    assert_eq!(
+        upload(
+            &console,
+            &alice,
+            "/",
+            &[("x.html", page), ("x.svg", picture)]
+        )
+        .await,
+        StatusCode::OK
+    );
+    for file in ["/files/x.html", "/files/x.svg", "/files/x.html?download"] {
+        let (status, headers, body) = console.get(file, Some(&alice.0)).await;
+        assert_eq!(status, StatusCode::OK, "{file}");
+        assert!(body.contains("<script>"), "{file} is served as uploaded");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{file}");
+        assert_eq!(headers["content-security-policy"], "sandbox", "{file}");
+    }
+    // The console's own pages keep their own policy.
+    let (status, headers, _) = console.get("/files/", Some(&alice.0)).await;
+    assert_eq!(status, StatusCode::OK);
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.starts_with("default-src 'self'"), "{policy}");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
 }
 
 #[tokio::test]
@@ -754,6 +875,18 @@ fn a_real_server_answers_curl_and_counts_echo_connections() {
     let base = format!("http://{}", server.address("http", "tcp"));
     assert_eq!(curl(&[&format!("{base}/hello")]), "Hello, World");
     assert_eq!(curl(&[&format!("{base}/healthz")]), "ok");
+    let refused = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--data",
+        "user=x%20peer%3D9.9.9.9&password=no",
+        &format!("{base}/login"),
+    ]);
+    assert_eq!(refused, "401");
+    server.wait_for_stderr(r#"login failed: service=http peer=127.0.0.1 user="x peer=9.9.9.9""#);
     let admin = CurlSession::sign_in(&base, "admin", &server.admin_password());
 
     let status = || -> serde_json::Value {

@@ -9,6 +9,7 @@
 //! groups, killing and reaping); [`client`] is what `sockit exec` runs. The
 //! threat model and the message formats are in `docs/protocol.md`.
 
+pub mod cgroup;
 pub mod channel;
 pub mod client;
 pub mod keys;
@@ -28,6 +29,11 @@ use crate::shutdown::Shutdown;
 use crate::throttle::{Policy as ThrottlePolicy, Throttle};
 use keys::{AuthorizedKeys, KeyPair, PublicKey};
 use server::ExecContext;
+
+/// `shell = false` refuses shells by their file only: a client allowed any
+/// program still reaches one through `env`, `busybox`, `find -exec`, `awk`
+/// or an interpreter, so it holds only with an allow list.
+const SHELL_WITHOUT_ALLOW_LIST: &str = "exec: shell = false without an allow list does not stop shell commands (env, busybox, awk and interpreters start shells): list the programs clients may run in [exec] allow";
 
 const TCP_ORIGIN: Origin = Origin {
     service: "exec",
@@ -97,6 +103,9 @@ impl Exec {
             return Err(ExecSetupError::NoClients(settings.authorized_keys.clone()).into());
         }
         let policy = policy::Policy::new(&settings.policy).map_err(ExecSetupError::from)?;
+        if !settings.policy.shell && settings.policy.allow.is_empty() {
+            tracing::warn!("{SHELL_WITHOUT_ALLOW_LIST}");
+        }
         let (keys, created_key) =
             KeyPair::load_or_create(&settings.key_file).map_err(ExecSetupError::from)?;
         let tcp = match settings.tcp {

@@ -1,7 +1,9 @@
 //! A running command's process group: spawned, killed as a whole, reaped.
 //!
 //! Each command leads its own process group, so one `kill(-pgid)` reaches
-//! everything it started (unless a process escapes with `setsid`). The group
+//! everything it started, and, where the system allows it, runs in a cgroup
+//! of its own ([`super::cgroup`]), which also holds what left the group with
+//! `setsid` or a double fork; both are killed together. The group
 //! is killed when the leader exits (a command's processes end with it), on
 //! timeout, on Ctrl-C, when the client goes away, and when the
 //! [`ProcessGroup`] is dropped, so no path leaves processes behind.
@@ -20,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 use tokio::sync::oneshot;
 
+use super::cgroup::CommandCgroup;
 use super::wire::ExitStatus;
 
 /// The pipe size asked for the command's standard streams.
@@ -37,19 +40,23 @@ pub struct Running {
     pub exited: oneshot::Receiver<io::Result<std::process::ExitStatus>>,
 }
 
-/// Kills its process group on demand and when dropped, until the leader
-/// is reaped.
+/// Kills its process group (and the command's cgroup) on demand and when
+/// dropped, until the leader is reaped.
 #[derive(Debug)]
 pub struct ProcessGroup {
     pgid: libc::pid_t,
+    cgroup: Option<Arc<CommandCgroup>>,
     reaped: Arc<AtomicBool>,
 }
 
 impl ProcessGroup {
-    /// Sends SIGKILL to every process in the group.
+    /// Sends SIGKILL to every process in the group and the cgroup.
     pub fn kill(&self) {
         if !self.reaped.load(Ordering::Acquire) {
             kill_group(self.pgid);
+            if let Some(cgroup) = &self.cgroup {
+                cgroup.kill();
+            }
         }
     }
 }
@@ -67,17 +74,31 @@ fn kill_group(pgid: libc::pid_t) {
     }
 }
 
-/// Spawns `command` (which must put the child in its own process group) and
-/// starts its waiter.
+/// Spawns `command` (which must put the child in its own process group),
+/// in a cgroup of its own where one can be made, and starts its waiter.
 ///
 /// # Errors
 /// The program cannot be started.
 pub fn spawn(mut command: std::process::Command) -> io::Result<Running> {
-    let mut child = command.spawn()?;
+    let cgroup = CommandCgroup::create().map(Arc::new);
+    if let Some(cgroup) = &cgroup {
+        cgroup.enter_on_exec(&mut command);
+    }
+    let spawned = command.spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(err) => {
+            if let Some(cgroup) = &cgroup {
+                cgroup.kill_and_remove();
+            }
+            return Err(err);
+        }
+    };
     let pgid = child.id() as libc::pid_t;
     let reaped = Arc::new(AtomicBool::new(false));
     let group = ProcessGroup {
         pgid,
+        cgroup: cgroup.clone(),
         reaped: reaped.clone(),
     };
     for fd in [
@@ -103,6 +124,9 @@ pub fn spawn(mut command: std::process::Command) -> io::Result<Running> {
     tokio::task::spawn_blocking(move || {
         let status = wait_exited(pgid).and_then(|()| {
             kill_group(pgid);
+            if let Some(cgroup) = &cgroup {
+                cgroup.kill_and_remove();
+            }
             child.wait()
         });
         reaped.store(true, Ordering::Release);

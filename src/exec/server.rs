@@ -180,6 +180,8 @@ where
         }
     };
     let Some(name) = authorized.name_of(&client_key).map(str::to_owned) else {
+        let peer = address.map_or_else(|| "unix".to_owned(), |ip| ip.to_string());
+        crate::throttle::log_failure("exec", peer, &client_key.fingerprint().to_string());
         let message = format!("this key ({}) is not authorized", client_key.fingerprint());
         let _ = send(&mut channel, refused(Refusal::UnknownKey, &message)).await;
         return failed(SessionError::UnknownKey(client_key.fingerprint())).await;

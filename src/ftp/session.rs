@@ -615,6 +615,7 @@ impl Session {
             Ok(Ok(user)) => user,
             _ => {
                 let delay = self.context.throttle.failure(ip);
+                crate::throttle::log_failure("ftp", ip, &user);
                 stats::counter("sockit_auth_failures_total", &[("service", "ftp")])
                     .fetch_add(1, Ordering::Relaxed);
                 stats::record(

@@ -70,13 +70,23 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// The request's live session, checked against the user store: a session
+/// whose user was deleted, or whose password or admin flag changed since
+/// sign-in, is ended here, at its next request.
 fn session_of(headers: &HeaderMap, state: &AppState) -> Option<(String, Session)> {
     let cookies = headers.get_all(header::COOKIE);
-    cookies
+    let (token, session) = cookies
         .iter()
         .filter_map(|value| value.to_str().ok())
         .filter_map(session::token_from_cookie_header)
-        .find_map(|token| Some((token.to_owned(), state.sessions().find(token)?)))
+        .find_map(|token| Some((token.to_owned(), state.sessions().find(token)?)))?;
+    match state.users().find(&session.user) {
+        Ok(current) if session.still_valid_for(&current) => Some((token, session)),
+        _ => {
+            state.sessions().end(&token);
+            None
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for SignedIn {
@@ -183,9 +193,24 @@ fn cross_site(headers: &HeaderMap) -> bool {
     origin == "null" || !origin_host.eq_ignore_ascii_case(host)
 }
 
-/// Only same-site paths are followed after sign-in: never `//host` or a URL.
+/// Only same-origin paths are followed after sign-in: anything else goes to
+/// `/`. Browsers drop tabs and newlines from a `Location` and read `\\` as
+/// `/`, so `/\t/evil.example` and `/\\evil` lead off-site as `//evil` does;
+/// the same checks are made after one more round of percent-decoding, for
+/// whatever decodes the path again on its way.
 fn safe_next(next: &str) -> &str {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+    let same_origin_path = |path: &[u8]| {
+        path.starts_with(b"/")
+            && !path.windows(2).any(|pair| pair == b"//")
+            && !path
+                .iter()
+                .any(|&byte| byte == b'\\' || byte.is_ascii_control())
+    };
+    let no_unicode_controls = !next.chars().any(char::is_control);
+    if no_unicode_controls
+        && same_origin_path(next.as_bytes())
+        && same_origin_path(&percent_decode(next))
+    {
         next
     } else {
         "/"
@@ -217,7 +242,7 @@ pub async fn login(
     match checked {
         Ok(Ok(user)) => {
             state.throttle().success(peer.ip());
-            let token = state.sessions().create(&user.name, user.admin);
+            let token = state.sessions().create(&user);
             stats::record(
                 "http",
                 "login",
@@ -239,6 +264,7 @@ pub async fn login(
         }
         _ => {
             let delay = state.throttle().failure(peer.ip());
+            crate::throttle::log_failure("http", peer.ip(), &form.user);
             stats::counter("sockit_auth_failures_total", &[("service", "http")])
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             stats::record(
@@ -276,6 +302,31 @@ pub async fn logout(
         .into_response()
 }
 
+/// Decodes `%XX` escapes; a `%` not followed by two hex digits stays as it is.
+fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let escaped = bytes
+            .get(at + 1..at + 3)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .filter(|_| bytes[at] == b'%')
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                at += 3;
+            }
+            None => {
+                out.push(bytes[at]);
+                at += 1;
+            }
+        }
+    }
+    out
+}
+
 /// Percent-encodes everything but unreserved characters and `/`.
 pub fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -296,10 +347,18 @@ mod tests {
     #[test]
     fn only_same_site_paths_are_followed() {
         assert_eq!(safe_next("/files/docs"), "/files/docs");
+        assert_eq!(safe_next("/files/a%20b/"), "/files/a%20b/");
         for bad in [
             "//evil.example/",
             "https://evil.example/",
             "/\\evil",
+            "/\t/evil.example/",
+            "/\n/evil.example/",
+            "/\u{85}/evil.example/",
+            "/%09/evil.example/",
+            "/%2F/evil.example/",
+            "/%5Cevil",
+            "/files//x",
             "files",
             "",
         ] {
@@ -318,6 +377,11 @@ mod tests {
         assert!(cross_site(&headers));
         headers.insert(header::ORIGIN, "null".parse().unwrap());
         assert!(cross_site(&headers));
+    }
+
+    #[test]
+    fn percent_decoding_leaves_stray_percent_signs() {
+        assert_eq!(percent_decode("/a%20b%2f%zz%4"), b"/a b/%zz%4");
     }
 
     #[test]

@@ -36,6 +36,8 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, header};
+use axum::middleware::map_response;
 use axum::routing::{get, post};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -176,8 +178,14 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(assets::dashboard))
         .route("/login", get(auth::login_page).post(auth::login))
         .route("/logout", post(auth::logout))
-        .route("/files/", get(files::browse_root))
-        .route("/files/{*path}", get(files::browse))
+        .route(
+            "/files/",
+            get(files::browse_root).layer(map_response(home_file_headers)),
+        )
+        .route(
+            "/files/{*path}",
+            get(files::browse).layer(map_response(home_file_headers)),
+        )
         .route(
             "/api/upload",
             post(files::upload).layer(axum::extract::DefaultBodyLimit::disable()),
@@ -187,6 +195,35 @@ pub fn router(state: AppState) -> Router {
         .route("/api/delete", post(files::delete))
         .route("/assets/{name}", get(assets::asset))
         .with_state(state)
+}
+
+/// What a file from a home is served under, unless the response is one of
+/// the console's own pages (which carry their own, stricter policy). A user
+/// may upload HTML or SVG with a script in it; `sandbox` gives such a file an
+/// opaque origin with scripts off, so another user who opens it (an admin
+/// whose home holds other users' files, say) runs nothing in the console's
+/// origin, cannot read its CSRF token and sends no request with its cookie.
+/// Sandboxing rather than `Content-Disposition: attachment` keeps the
+/// listing's links viewing pictures, text and media in the browser;
+/// `?download` still asks for an attachment.
+const HOME_FILE_POLICY: &str = "sandbox";
+
+/// Marks every response of the `/files/` routes `nosniff` (a browser must
+/// not guess HTML in a file served as something else) and puts files from a
+/// home under [`HOME_FILE_POLICY`].
+async fn home_file_headers(mut response: axum::response::Response) -> axum::response::Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(HOME_FILE_POLICY),
+        );
+    }
+    response
 }
 
 const ORIGIN: Origin = Origin {

@@ -8,12 +8,19 @@
 //! `X-CSRF-Token` header; a request with a missing or wrong token is refused.
 //! Sessions expire after a fixed lifetime and are kept in memory only: a
 //! restart signs everyone out.
+//!
+//! A session also remembers what its user's record looked like at sign-in
+//! (the password hash and the admin flag). The console compares that with the
+//! user store on every request, so `sockit user passwd`, `user set --no-admin`
+//! and `user del` end the user's sessions at their next request.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::users::User;
 
 /// The cookie that carries the session token.
 pub const COOKIE: &str = "sockit_session";
@@ -34,6 +41,18 @@ pub struct Session {
     pub admin: bool,
     pub csrf: String,
     expires: Instant,
+    /// The user's password hash at sign-in: a new password ends the session.
+    password_hash: String,
+}
+
+impl Session {
+    /// True while `current` (the user's record as the store has it now) is
+    /// still the record this session was started for.
+    pub fn still_valid_for(&self, current: &User) -> bool {
+        current.name == self.user
+            && current.admin == self.admin
+            && current.password == self.password_hash
+    }
 }
 
 /// Every live session, by token.
@@ -49,14 +68,15 @@ pub fn random_token() -> String {
 
 impl Sessions {
     /// Starts a session for `user` and returns its token.
-    pub fn create(&self, user: &str, admin: bool) -> String {
+    pub fn create(&self, user: &User) -> String {
         let now = Instant::now();
         let token = random_token();
         let session = Session {
-            user: user.to_owned(),
-            admin,
+            user: user.name.clone(),
+            admin: user.admin,
             csrf: random_token(),
             expires: now + LIFETIME,
+            password_hash: user.password.clone(),
         };
         let mut live = self.live.lock().expect("sessions lock");
         if live.len() >= CAPACITY {
@@ -91,14 +111,6 @@ impl Sessions {
     /// Ends the session for `token`.
     pub fn end(&self, token: &str) {
         self.live.lock().expect("sessions lock").remove(token);
-    }
-
-    /// Ends every session of `user` (after a password change or deletion).
-    pub fn end_all_of(&self, user: &str) {
-        self.live
-            .lock()
-            .expect("sessions lock")
-            .retain(|_, s| s.user != user);
     }
 }
 
@@ -141,11 +153,24 @@ pub fn tokens_match(given: &str, expected: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::users::Permissions;
+
+    fn user(name: &str, password_hash: &str, admin: bool) -> User {
+        User {
+            name: name.to_owned(),
+            password: password_hash.to_owned(),
+            home: "/nonexistent".into(),
+            quota: None,
+            max_files: None,
+            permissions: Permissions::FULL,
+            admin,
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_session_is_found_until_it_expires() {
         let sessions = Sessions::default();
-        let token = sessions.create("alice", false);
+        let token = sessions.create(&user("alice", "h", false));
         let session = sessions.find(&token).unwrap();
         assert_eq!(session.user, "alice");
         assert_eq!(session.csrf.len(), 64);
@@ -155,16 +180,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ending_sessions_signs_out() {
+    async fn ending_a_session_signs_out() {
         let sessions = Sessions::default();
-        let one = sessions.create("alice", false);
-        let two = sessions.create("alice", false);
-        let other = sessions.create("bob", true);
+        let one = sessions.create(&user("alice", "h", false));
+        let other = sessions.create(&user("alice", "h", false));
         sessions.end(&one);
         assert!(sessions.find(&one).is_none());
-        sessions.end_all_of("alice");
-        assert!(sessions.find(&two).is_none());
         assert!(sessions.find(&other).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_session_holds_only_for_the_record_it_was_started_for() {
+        let sessions = Sessions::default();
+        let alice = user("alice", "h1", true);
+        let session = sessions.find(&sessions.create(&alice)).unwrap();
+        assert!(session.still_valid_for(&alice));
+        assert!(
+            !session.still_valid_for(&user("alice", "h2", true)),
+            "new password"
+        );
+        assert!(
+            !session.still_valid_for(&user("alice", "h1", false)),
+            "no longer admin"
+        );
+        assert!(
+            !session.still_valid_for(&user("bob", "h1", true)),
+            "another user"
+        );
     }
 
     #[test]
