@@ -1461,7 +1461,7 @@ fn ftplib_and_lftp_use_explicit_tls() {
         .iter()
         .map(|f| f.as_str().unwrap().trim())
         .collect();
-    for feature in ["AUTH TLS", "PBSZ", "PROT"] {
+    for feature in ["AUTH TLS", "PBSZ", "PROT", "EPSV", "EPRT"] {
         assert!(feat.contains(&feature), "FEAT lists {feature}: {feat:?}");
     }
     assert_eq!(out["plain_login"], "530", "{out}");

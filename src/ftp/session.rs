@@ -506,7 +506,7 @@ impl Session {
                     ""
                 };
                 let features = format!(
-                    "211-Features:\r\n{tls} EPSV\r\n PASV\r\n SIZE\r\n MDTM\r\n MFMT\r\n MLST type*;size*;modify*;UNIX.mode*;\r\n REST STREAM\r\n UTF8\r\n TVFS\r\n211 End\r\n"
+                    "211-Features:\r\n{tls} EPSV\r\n EPRT\r\n PASV\r\n SIZE\r\n MDTM\r\n MFMT\r\n MLST type*;size*;modify*;UNIX.mode*;\r\n REST STREAM\r\n UTF8\r\n TVFS\r\n211 End\r\n"
                 );
                 self.send(&features).await
             }
